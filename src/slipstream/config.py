@@ -1,0 +1,101 @@
+"""Settings: defaults, then a YAML/TOML file, then ``SLIPSTREAM_*`` environment variables.
+
+Validated once at start-up so that a typo fails loudly instead of serving with a default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from slipstream.catalog import ModelEntry
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "slipstream"
+
+
+class EngineSettings(BaseModel):
+    """Local engine limits: how many runners may be loaded at once and how much memory they may use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_loaded_models: int = Field(default=2, ge=1)
+    memory_budget_bytes: int = Field(default=8 * 1024**3, ge=0, description="0 means no memory budget")
+    threads: int = Field(default=max(1, os.cpu_count() or 1), ge=1)
+    start_timeout_s: float = Field(default=120.0, gt=0)
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = Field(default=None, description="defaults to SQLite in the data directory")
+    public_url: str | None = Field(default=None, description="the URL clients use, shown in regions")
+    region: str = "local"
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    log_level: str = "info"
+    include_builtin_models: bool = True
+    models: list[ModelEntry] = Field(default_factory=list)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'slipstream.db'}"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+
+_ENV_FIELDS = {
+    "host": "SLIPSTREAM_HOST",
+    "port": "SLIPSTREAM_PORT",
+    "data_dir": "SLIPSTREAM_DATA_DIR",
+    "database_url": "SLIPSTREAM_DATABASE_URL",
+    "public_url": "SLIPSTREAM_PUBLIC_URL",
+    "max_body_bytes": "SLIPSTREAM_MAX_BODY_BYTES",
+    "log_level": "SLIPSTREAM_LOG_LEVEL",
+}
+
+
+class ConfigError(Exception):
+    """The configuration file or environment is invalid; the message says where."""
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot parse config file {path}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Merge file, environment and explicit overrides (highest wins) into validated Settings."""
+    data: dict[str, Any] = read_config_file(config_file) if config_file else {}
+    for field, env in _ENV_FIELDS.items():
+        if env in os.environ:
+            data[field] = os.environ[env]
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        where = f" in {config_file}" if config_file else ""
+        raise ConfigError(f"invalid configuration{where}:\n{exc}") from exc

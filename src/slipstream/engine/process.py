@@ -1,0 +1,116 @@
+"""Starting one runner process and waiting until it says it is ready.
+
+Kept apart from the supervisor so that tests can swap the factory, as ollama's scheduler does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from slipstream.errors import ModelUnavailable
+
+log = logging.getLogger(__name__)
+READY_MARKER = b"SLIPSTREAM_RUNNER_READY "
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerSpec:
+    """Everything a runner process needs to serve one catalog entry."""
+
+    model_id: str
+    gguf: Path
+    n_ctx: int
+    parallel: int
+    queue_size: int
+    threads: int
+    chat_template: str | None = None
+
+    def argv(self) -> list[str]:
+        args = [
+            sys.executable, "-m", "slipstream.engine.runner",
+            "--model", str(self.gguf), "--model-id", self.model_id,
+            "--host", "127.0.0.1", "--port", "0",
+            "--n-ctx", str(self.n_ctx), "--parallel", str(self.parallel),
+            "--queue-size", str(self.queue_size), "--threads", str(self.threads),
+        ]  # fmt: skip
+        if self.chat_template:
+            args += ["--chat-template", self.chat_template]
+        return args
+
+
+@dataclass(slots=True)
+class StartedRunner:
+    process: asyncio.subprocess.Process
+    port: int
+    info: dict[str, Any]
+    startup_s: float
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM the runner if the gateway dies, so no runner outlives it."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+async def spawn_runner(spec: RunnerSpec, timeout_s: float) -> StartedRunner:
+    """Start the process and return once it printed its READY line; kill it on any failure."""
+    if not spec.gguf.is_file():
+        raise ModelUnavailable(f"The model file for '{spec.model_id}' is missing: {spec.gguf}")
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        *spec.argv(), stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent
+    )
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                line = await proc.stdout.readline()
+                if not line:
+                    code = await proc.wait()
+                    raise ModelUnavailable(
+                        f"The runner for '{spec.model_id}' exited with status {code} while loading.", retry_after=5
+                    )
+                if line.startswith(READY_MARKER):
+                    info: dict[str, Any] = orjson.loads(line[len(READY_MARKER) :])
+                    break
+    except TimeoutError:
+        await stop_process(proc)
+        raise ModelUnavailable(
+            f"The runner for '{spec.model_id}' did not become ready within {timeout_s:.0f}s.", retry_after=5
+        ) from None
+    except BaseException:
+        await stop_process(proc)
+        raise
+    asyncio.get_running_loop().create_task(_drain(proc.stdout))
+    return StartedRunner(proc, int(info["port"]), info, time.perf_counter() - started)
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
+
+
+async def stop_process(proc: asyncio.subprocess.Process, grace_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after a grace period; always reaps the child."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            async with asyncio.timeout(grace_s):
+                await proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()

@@ -1,0 +1,221 @@
+"""Loads runners on demand and unloads them when idle: the "serverless" in Slipstream.
+
+One runner per catalog id. A runner starts on the first request (a cold start), stays up for
+its entry's ``keep_alive`` after the last request finishes (0: stop at once, -1: never), and
+is evicted least-recently-used when ``max_loaded_models`` or the memory budget needs room.
+A runner that dies is forgotten, so the next request starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import psutil
+
+from slipstream.catalog import ModelEntry, resolve_gguf
+from slipstream.config import EngineSettings
+from slipstream.engine.process import RunnerSpec, StartedRunner, spawn_runner, stop_process
+from slipstream.errors import ModelUnavailable
+from slipstream.providers.openai_compat import OpenAICompatClient, new_session
+
+log = logging.getLogger(__name__)
+SpawnFn = Callable[[RunnerSpec, float], Awaitable[StartedRunner]]
+
+
+@dataclass(eq=False)
+class Runner:
+    """A loaded runner as the gateway sees it."""
+
+    spec: RunnerSpec
+    keep_alive: float
+    started: StartedRunner
+    session: aiohttp.ClientSession
+    client: OpenAICompatClient
+    loaded_at: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.monotonic)
+    active: int = 0
+    idle_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.started.process.pid
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.started.port}"
+
+    @property
+    def alive(self) -> bool:
+        return self.started.process.returncode is None
+
+    def rss_bytes(self) -> int:
+        try:
+            return int(psutil.Process(self.pid).memory_info().rss)
+        except psutil.Error:
+            return 0
+
+
+def estimate_bytes(spec: RunnerSpec) -> int:
+    """Memory a runner will need before it exists: weights plus a generous allowance for KV and runtime."""
+    return int(spec.gguf.stat().st_size * 1.5) + 256 * 1024**2
+
+
+class Supervisor:
+    def __init__(self, settings: EngineSettings, spawn: SpawnFn = spawn_runner) -> None:
+        self._settings = settings
+        self._spawn = spawn
+        self._runners: dict[str, Runner] = {}
+        self._starting: dict[str, asyncio.Task[Runner]] = {}
+        self._lock = asyncio.Lock()
+        self.cold_starts = 0
+        self.on_cold_start: Callable[[str, float], None] | None = None
+
+    def spec_for(self, entry: ModelEntry) -> RunnerSpec:
+        assert entry.gguf is not None
+        return RunnerSpec(
+            model_id=entry.id,
+            gguf=resolve_gguf(entry.gguf),
+            n_ctx=entry.context_length,
+            parallel=entry.parallel,
+            queue_size=entry.queue_size,
+            threads=self._settings.threads,
+            chat_template=entry.chat_template,
+        )
+
+    async def acquire(self, entry: ModelEntry) -> Runner:
+        """Return a live runner for the entry, cold-starting it if needed; pair with ``release``."""
+        runner = self._runners.get(entry.id)
+        if runner is None or not runner.alive:
+            task = self._starting.get(entry.id)
+            if task is None:
+                task = asyncio.get_running_loop().create_task(self._start(entry))
+                self._starting[entry.id] = task
+                task.add_done_callback(lambda _t, key=entry.id: self._starting.pop(key, None))
+            runner = await asyncio.shield(task)
+        runner.active += 1
+        if runner.idle_timer is not None:
+            runner.idle_timer.cancel()
+            runner.idle_timer = None
+        return runner
+
+    def release(self, runner: Runner) -> None:
+        runner.active -= 1
+        runner.last_used = time.monotonic()
+        if runner.active > 0 or not runner.alive or runner.keep_alive < 0:
+            return
+        loop = asyncio.get_running_loop()
+        if runner.keep_alive == 0:
+            loop.create_task(self._unload(runner, reason="keep_alive 0"))
+        else:
+            runner.idle_timer = loop.call_later(
+                runner.keep_alive, lambda: loop.create_task(self._unload(runner, reason="idle"))
+            )
+
+    async def _start(self, entry: ModelEntry) -> Runner:
+        spec = self.spec_for(entry)
+        async with self._lock:
+            stale = self._runners.pop(entry.id, None)
+            if stale is not None:
+                await self._stop(stale)
+            await self._make_room(spec)
+            started = await self._spawn(spec, self._settings.start_timeout_s)
+            session = new_session()
+            runner = Runner(spec, entry.keep_alive, started, session, OpenAICompatClient(
+                f"http://127.0.0.1:{started.port}/v1", session
+            ))  # fmt: skip
+            self._runners[entry.id] = runner
+        self.cold_starts += 1
+        if self.on_cold_start is not None:
+            self.on_cold_start(entry.id, started.startup_s)
+        log.info("runner for %s started (pid %d) in %.2fs", entry.id, runner.pid, started.startup_s)
+        asyncio.get_running_loop().create_task(self._watch(entry.id, runner))
+        return runner
+
+    async def _make_room(self, spec: RunnerSpec) -> None:
+        """Evict idle runners, least recently used first, until the new one fits."""
+        budget = self._settings.memory_budget_bytes
+        need = estimate_bytes(spec)
+
+        def fits() -> bool:
+            if len(self._runners) >= self._settings.max_loaded_models:
+                return False
+            return budget == 0 or sum(r.rss_bytes() for r in self._runners.values()) + need <= budget
+
+        while not fits():
+            idle = sorted((r for r in self._runners.values() if r.active == 0), key=lambda r: r.last_used)
+            if not idle:
+                raise ModelUnavailable(
+                    "Every loaded model is busy and there is no room to load another; retry shortly.",
+                    code="server_overloaded",
+                    retry_after=5,
+                )
+            victim = idle[0]
+            self._runners.pop(victim.spec.model_id, None)
+            log.info("evicting runner for %s to make room for %s", victim.spec.model_id, spec.model_id)
+            await self._stop(victim)
+
+    async def _watch(self, model_id: str, runner: Runner) -> None:
+        code = await runner.started.process.wait()
+        if self._runners.get(model_id) is runner:
+            del self._runners[model_id]
+            log.warning("runner for %s (pid %d) exited with status %s", model_id, runner.pid, code)
+            await runner.session.close()
+
+    async def _unload(self, runner: Runner, *, reason: str) -> None:
+        async with self._lock:
+            if runner.active > 0 or self._runners.get(runner.spec.model_id) is not runner:
+                return
+            del self._runners[runner.spec.model_id]
+        log.info("unloading runner for %s (%s)", runner.spec.model_id, reason)
+        await self._stop(runner)
+
+    async def _stop(self, runner: Runner) -> None:
+        if runner.idle_timer is not None:
+            runner.idle_timer.cancel()
+        await stop_process(runner.started.process)
+        await runner.session.close()
+
+    async def status(self) -> list[dict[str, Any]]:
+        """What ``slipstream models ps`` shows: one row per loaded runner."""
+        rows = []
+        now = time.monotonic()
+        for model_id, runner in list(self._runners.items()):
+            detail: dict[str, Any] = {}
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                async with runner.session.get(
+                    runner.base_url + "/status", timeout=aiohttp.ClientTimeout(total=2)
+                ) as resp:
+                    detail = await resp.json()
+            rows.append(
+                {
+                    "model": model_id,
+                    "pid": runner.pid,
+                    "rss_bytes": runner.rss_bytes(),
+                    "loaded_at": runner.loaded_at,
+                    "idle_for_s": 0.0 if runner.active else round(now - runner.last_used, 3),
+                    "keep_alive_s": runner.keep_alive,
+                    "active": runner.active,
+                    "queued": int(detail.get("queued", 0)),
+                    "slots_in_use": int(detail.get("slots_in_use", 0)),
+                    "context_length": runner.spec.n_ctx,
+                    "parallel": runner.spec.parallel,
+                }
+            )
+        return rows
+
+    def loaded(self) -> list[str]:
+        return list(self._runners)
+
+    async def aclose(self) -> None:
+        for task in list(self._starting.values()):
+            task.cancel()
+        async with self._lock:
+            runners, self._runners = list(self._runners.values()), {}
+        await asyncio.gather(*(self._stop(r) for r in runners), return_exceptions=True)

@@ -1,0 +1,1 @@
+"""Providers: the one seam between the gateway and whatever actually runs a model."""

@@ -1,0 +1,58 @@
+"""Local GGUF models, served by our own runner processes through the supervisor.
+
+The runner speaks OpenAI-compatible HTTP, so the calls go through the same client as any
+self-hosted upstream; only the lease around them (cold start, keep-alive) is special.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from slipstream.catalog import ModelEntry
+from slipstream.engine.supervisor import Runner, Supervisor
+from slipstream.providers.base import HEARTBEAT, ChatCall, Provider, StreamEvent
+from slipstream.providers.openai_compat import upstream_payload
+
+HEARTBEAT_INTERVAL_S = 1.0
+
+
+class LocalProvider(Provider):
+    extra_params = frozenset({"top_k", "min_p", "repeat_penalty", "ignore_eos"})
+
+    def __init__(self, entry: ModelEntry, supervisor: Supervisor) -> None:
+        self._entry = entry
+        self._supervisor = supervisor
+
+    async def complete(self, call: ChatCall) -> dict[str, Any]:
+        runner = await self._supervisor.acquire(self._entry)
+        try:
+            return await runner.client.complete(self._payload(call))
+        finally:
+            self._supervisor.release(runner)
+
+    async def stream(self, call: ChatCall) -> AsyncIterator[StreamEvent]:
+        acquiring = asyncio.ensure_future(self._supervisor.acquire(self._entry))
+        try:
+            while not acquiring.done():
+                done, _ = await asyncio.wait({acquiring}, timeout=HEARTBEAT_INTERVAL_S)
+                if not done:
+                    yield HEARTBEAT
+        except BaseException:
+            acquiring.cancel()
+            acquiring.add_done_callback(self._release_if_acquired)
+            raise
+        runner = acquiring.result()
+        try:
+            async for chunk in runner.client.stream(self._payload(call)):
+                yield chunk
+        finally:
+            self._supervisor.release(runner)
+
+    def _release_if_acquired(self, task: asyncio.Future[Runner]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self._supervisor.release(task.result())
+
+    def _payload(self, call: ChatCall) -> dict[str, Any]:
+        return upstream_payload(call, continuous_usage=True)
