@@ -70,7 +70,10 @@ async def spawn_runner(spec: RunnerSpec, timeout_s: float) -> StartedRunner:
         raise ModelUnavailable(f"The model file for '{spec.model_id}' is missing: {spec.gguf}")
     started = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
-        *spec.argv(), stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent
+        *spec.argv(),
+        stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
     )
     assert proc.stdout is not None
     try:
@@ -80,7 +83,8 @@ async def spawn_runner(spec: RunnerSpec, timeout_s: float) -> StartedRunner:
                 if not line:
                     code = await proc.wait()
                     raise ModelUnavailable(
-                        f"The runner for '{spec.model_id}' exited with status {code} while loading.", retry_after=5
+                        f"The runner for '{spec.model_id}' exited with status {code} while loading.",
+                        retry_after=5,
                     )
                 if line.startswith(READY_MARKER):
                     info: dict[str, Any] = orjson.loads(line[len(READY_MARKER) :])

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +76,12 @@ class Supervisor:
         self._lock = asyncio.Lock()
         self.cold_starts = 0
         self.on_cold_start: Callable[[str, float], None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def spec_for(self, entry: ModelEntry) -> RunnerSpec:
         assert entry.gguf is not None
@@ -110,12 +116,11 @@ class Supervisor:
         runner.last_used = time.monotonic()
         if runner.active > 0 or not runner.alive or runner.keep_alive < 0:
             return
-        loop = asyncio.get_running_loop()
         if runner.keep_alive == 0:
-            loop.create_task(self._unload(runner, reason="keep_alive 0"))
+            self._spawn_task(self._unload(runner, reason="keep_alive 0"))
         else:
-            runner.idle_timer = loop.call_later(
-                runner.keep_alive, lambda: loop.create_task(self._unload(runner, reason="idle"))
+            runner.idle_timer = asyncio.get_running_loop().call_later(
+                runner.keep_alive, lambda: self._spawn_task(self._unload(runner, reason="idle"))
             )
 
     async def _start(self, entry: ModelEntry) -> Runner:
@@ -135,7 +140,7 @@ class Supervisor:
         if self.on_cold_start is not None:
             self.on_cold_start(entry.id, started.startup_s)
         log.info("runner for %s started (pid %d) in %.2fs", entry.id, runner.pid, started.startup_s)
-        asyncio.get_running_loop().create_task(self._watch(entry.id, runner))
+        self._spawn_task(self._watch(entry.id, runner))
         return runner
 
     async def _make_room(self, spec: RunnerSpec) -> None:

@@ -79,8 +79,15 @@ class FakeProvider(Provider):
 
     async def stream(self, call: ChatCall) -> AsyncIterator[StreamEvent]:
         words, prompt_tokens, finish = self._plan(call)
-        base = {"id": f"chatcmpl-{call.request_id}", "object": "chat.completion.chunk", "created": int(time.time())}
-        yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+        base = {
+            "id": f"chatcmpl-{call.request_id}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+        }
+        yield {
+            **base,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+        }
         for i, word in enumerate(words):
             if self._behaviour == "slow":
                 await asyncio.sleep(0.05)

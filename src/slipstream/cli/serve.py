@@ -1,0 +1,103 @@
+"""``slipstream serve``: build the services, bind the socket, serve until interrupted."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from slipstream.config import ConfigError, Settings, load_settings
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _announce(settings: Settings, url: str, admin_token: str | None) -> None:
+    lines = [
+        f"Slipstream is serving on {url}",
+        f"  OpenAI base URL: {url}/v1",
+        f"  data directory: {settings.data_dir}",
+    ]
+    if admin_token:
+        lines += [
+            "",
+            "Admin token (shown once; store it now, e.g. export SLIPSTREAM_ADMIN_TOKEN=...):",
+            f"  {admin_token}",
+        ]
+    print("\n".join(lines), flush=True)
+
+
+async def run_server(settings: Settings) -> None:
+    from slipstream.http.app import create_app
+    from slipstream.services import Services
+
+    sock = _bind(settings.host, settings.port)
+    port = sock.getsockname()[1]
+    settings = settings.model_copy(update={"port": port})
+    services = await Services.start(settings)
+    try:
+        app = create_app(services)
+        config = uvicorn.Config(
+            app,
+            http="httptools",
+            loop="none",
+            lifespan="off",
+            access_log=False,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=10,
+        )
+        server = uvicorn.Server(config)
+        _announce(settings, settings.base_url, services.first_admin_token)
+        await server.serve(sockets=[sock])
+    finally:
+        await services.aclose()
+        sock.close()
+
+
+def serve_command(
+    host: Annotated[str | None, typer.Option(help="interface to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on; 0 picks a free one")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="where the database and secret live")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="a YAML or TOML settings/catalog file")
+    ] = None,
+) -> None:
+    """Start the gateway."""
+    try:
+        settings = load_settings(config, host=host, port=port, data_dir=data_dir)
+    except ConfigError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    import uvloop
+
+    with contextlib.suppress(KeyboardInterrupt):
+        try:
+            uvloop.run(run_server(settings))
+        except ConfigError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            print(f"Error: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
+            raise typer.Exit(2) from None
+
+
+__all__ = ["run_server", "serve_command"]

@@ -1,0 +1,1 @@
+"""HTTP surface: the app factory, thin routers, SSE encoding and middleware."""

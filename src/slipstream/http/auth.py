@@ -1,0 +1,28 @@
+"""Bearer-token extraction shared by both planes; each plane decides what the token must be."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from slipstream.auth.principal import Principal
+from slipstream.errors import AuthenticationFailed
+from slipstream.services import Services
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise AuthenticationFailed(
+            "You didn't provide an API key. Send it in the Authorization header as 'Bearer <key>'."
+        )
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationFailed("The Authorization header must have the form 'Bearer <key>'.")
+    return token
+
+
+async def model_key_principal(request: Request, services: Services) -> Principal:
+    principal = await services.keys.authenticate(bearer_token(request))
+    services.keys.mark_used(principal.key_uuid)
+    return principal

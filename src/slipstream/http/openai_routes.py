@@ -1,0 +1,55 @@
+"""The data plane: OpenAI-compatible routes. Thin: parse, call the service, encode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from slipstream.catalog import ModelEntry
+from slipstream.errors import ModelNotFound
+from slipstream.http.auth import model_key_principal
+from slipstream.http.bodies import read_json
+from slipstream.http.sse import SSE_HEADERS
+from slipstream.services import Services
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+def _model_object(entry: ModelEntry) -> dict[str, Any]:
+    return {"id": entry.id, "object": "model", "created": entry.created, "owned_by": entry.owned_by}
+
+
+def build_openai_router(services: Services) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    @router.get("/models")
+    async def list_models(request: Request) -> Response:
+        principal = await model_key_principal(request, services)
+        data = [_model_object(e) for e in services.catalog.entries() if principal.may_use(e.id)]
+        return json_response({"object": "list", "data": data})
+
+    @router.get("/models/{model_id:path}")
+    async def get_model(request: Request, model_id: str) -> Response:
+        principal = await model_key_principal(request, services)
+        entry = services.catalog.get(model_id)
+        if entry is None or not principal.may_use(entry.id):
+            raise ModelNotFound(model_id)
+        return json_response(_model_object(entry))
+
+    @router.post("/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        principal = await model_key_principal(request, services)
+        body = await read_json(request, services.settings.max_body_bytes)
+        prepared = services.chat.prepare(principal, body, request.state.request_id)
+        if prepared.call.request.wants_stream:
+            stream = await services.chat.open_stream(prepared)
+            return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
+        return json_response(await services.chat.complete(prepared))
+
+    return router

@@ -1,0 +1,167 @@
+"""Chat completions: scope check → provider → usage meter → client-shaped output.
+
+Errors before the first byte reach the client as a status code; once a stream has started
+they become one final SSE error event. Either way the usage row is written exactly once,
+also when the client goes away mid-stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from slipstream.auth.principal import Principal
+from slipstream.catalog import Catalog
+from slipstream.errors import PermissionDenied, SlipstreamError
+from slipstream.http.sse import DONE, KEEPALIVE, encode_event
+from slipstream.ledger.recorder import UsageRecorder
+from slipstream.protocol.chat import parse_chat_request
+from slipstream.providers.base import HEARTBEAT, ChatCall, Provider, StreamEvent
+from slipstream.providers.registry import ProviderRegistry
+from slipstream.serving.metering import UsageMeter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PreparedCall:
+    call: ChatCall
+    provider: Provider
+    principal: Principal
+
+
+class ChatService:
+    def __init__(self, catalog: Catalog, providers: ProviderRegistry, recorder: UsageRecorder) -> None:
+        self._catalog = catalog
+        self._providers = providers
+        self._recorder = recorder
+
+    def prepare(self, principal: Principal, body: Any, request_id: str) -> PreparedCall:
+        request = parse_chat_request(body)
+        entry = self._catalog.resolve(request.model)
+        if not principal.may_use(entry.id):
+            raise PermissionDenied(
+                f"This model access key may not use the model '{entry.id}'.", param="model"
+            )
+        provider = self._providers.for_entry(entry)
+        provider.check(request)
+        return PreparedCall(ChatCall(request_id, entry, request, body), provider, principal)
+
+    def _meter(self, prepared: PreparedCall, *, stream: bool) -> UsageMeter:
+        call = prepared.call
+        return UsageMeter(self._recorder, prepared.principal, call.entry, call.request_id, stream=stream)
+
+    async def complete(self, prepared: PreparedCall) -> dict[str, Any]:
+        meter = self._meter(prepared, stream=False)
+        call = prepared.call
+        try:
+            result = await prepared.provider.complete(call)
+        except SlipstreamError as exc:
+            meter.finish("error", exc.status, exc.code)
+            raise
+        except asyncio.CancelledError:
+            meter.finish("cancelled", 499, "client_disconnected")
+            raise
+        except Exception:
+            meter.finish("error", 500, "internal_error")
+            raise
+        meter.first_token()
+        meter.observe(result.get("usage"))
+        meter.finish("ok", 200)
+        result["id"] = f"chatcmpl-{call.request_id}"
+        result["model"] = call.entry.id
+        return result
+
+    async def open_stream(self, prepared: PreparedCall) -> AsyncIterator[bytes]:
+        """Start the stream; raises before returning if the provider fails before its first event."""
+        meter = self._meter(prepared, stream=True)
+        events = aiter(prepared.provider.stream(prepared.call))
+        try:
+            first = await anext(events)
+        except StopAsyncIteration:
+            first = None
+        except SlipstreamError as exc:
+            meter.finish("error", exc.status, exc.code)
+            raise
+        except BaseException:
+            meter.finish("error", 500, "internal_error")
+            raise
+        return self._relay(prepared, meter, first, events)
+
+    async def _relay(
+        self,
+        prepared: PreparedCall,
+        meter: UsageMeter,
+        first: StreamEvent | None,
+        events: AsyncIterator[StreamEvent],
+    ) -> AsyncIterator[bytes]:
+        call = prepared.call
+        shaper = ChunkShaper(call)
+        status, http_status, code = "ok", 200, None
+        try:
+            event = first
+            while event is not None:
+                if event is HEARTBEAT:
+                    yield KEEPALIVE
+                else:
+                    assert isinstance(event, dict)
+                    meter.observe(event.get("usage"))
+                    if event.get("choices"):
+                        meter.first_token()
+                    out = shaper.shape(event)
+                    if out is not None:
+                        yield encode_event(out)
+                event = await anext(events, None)
+            yield DONE
+        except SlipstreamError as exc:
+            status, http_status, code = "error", exc.status, exc.code
+            yield encode_event(exc.envelope())
+        except (asyncio.CancelledError, GeneratorExit):
+            status, http_status, code = "cancelled", 499, "client_disconnected"
+            raise
+        except Exception:  # the client must get an error event, never a silent stop
+            log.exception("stream %s failed", call.request_id)
+            status, http_status, code = "error", 500, "internal_error"
+            yield encode_event(SlipstreamError("The server failed while streaming.").envelope())
+        finally:
+            meter.finish(status, http_status, code)
+            closer = getattr(events, "aclose", None)
+            if closer is not None:
+                task = asyncio.ensure_future(closer())
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+class ChunkShaper:
+    """Gives upstream chunks our id, the client's model name and the usage fields it asked for."""
+
+    __slots__ = ("_continuous", "_created", "_id", "_include_usage", "_model")
+
+    def __init__(self, call: ChatCall) -> None:
+        options = call.request.stream_options
+        self._id = f"chatcmpl-{call.request_id}"
+        self._model = call.entry.id
+        self._created = int(time.time())
+        self._include_usage = bool(options and options.include_usage)
+        self._continuous = bool(options and options.continuous_usage_stats)
+
+    def shape(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        is_usage_only = not chunk.get("choices")
+        if is_usage_only and not (self._include_usage and chunk.get("usage")):
+            return None
+        chunk["id"] = self._id
+        chunk["object"] = "chat.completion.chunk"
+        chunk["created"] = self._created
+        chunk["model"] = self._model
+        chunk.setdefault("system_fingerprint", None)
+        if not is_usage_only:
+            if self._include_usage and not self._continuous:
+                chunk["usage"] = None
+            elif not self._continuous:
+                chunk.pop("usage", None)
+            for choice in chunk["choices"]:
+                choice.setdefault("logprobs", None)
+        return chunk

@@ -1,0 +1,87 @@
+"""One call's token counts and timings, written as exactly one usage row whatever happens."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from slipstream.auth.principal import Principal
+from slipstream.catalog import ModelEntry
+from slipstream.ledger.pricing import cost_picousd
+from slipstream.ledger.recorder import UsageRecorder
+from slipstream.ledger.records import UsageRecord
+
+
+class UsageMeter:
+    """Follows cumulative usage as it arrives; ``finish`` records once, later calls are no-ops."""
+
+    __slots__ = (
+        "_entry", "_finished", "_principal", "_recorder", "_request_id", "_started", "_stream",
+        "cached_tokens", "completion_tokens", "first_token_at", "prompt_tokens",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        recorder: UsageRecorder,
+        principal: Principal,
+        entry: ModelEntry,
+        request_id: str,
+        *,
+        stream: bool,
+    ) -> None:
+        self._recorder = recorder
+        self._principal = principal
+        self._entry = entry
+        self._request_id = request_id
+        self._stream = stream
+        self._started = time.perf_counter()
+        self._finished = False
+        self.first_token_at: float | None = None
+        self.prompt_tokens = 0
+        self.cached_tokens = 0
+        self.completion_tokens = 0
+
+    def observe(self, usage: dict[str, Any] | None) -> None:
+        """Take cumulative usage from a provider (the last one seen wins)."""
+        if not usage:
+            return
+        self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        self.completion_tokens = int(usage.get("completion_tokens") or 0)
+        details = usage.get("prompt_tokens_details") or {}
+        self.cached_tokens = int(details.get("cached_tokens") or 0)
+
+    def first_token(self) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def finish(self, status: str, http_status: int, error_code: str | None = None) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        now = time.perf_counter()
+        ttft = None if self.first_token_at is None else round((self.first_token_at - self._started) * 1000, 3)
+        self._recorder.record(
+            UsageRecord(
+                request_id=self._request_id,
+                key_uuid=self._principal.key_uuid,
+                key_name=self._principal.name,
+                model=self._entry.id,
+                provider=self._entry.provider,
+                prompt_tokens=self.prompt_tokens,
+                cached_tokens=self.cached_tokens,
+                completion_tokens=self.completion_tokens,
+                cost_picousd=cost_picousd(
+                    self._entry.prices, self.prompt_tokens, self.cached_tokens, self.completion_tokens
+                ),
+                status=status,
+                http_status=http_status,
+                error_code=error_code,
+                latency_ms=round((now - self._started) * 1000, 3),
+                ttft_ms=ttft,
+                stream=self._stream,
+            )
+        )

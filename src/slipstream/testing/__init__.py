@@ -1,0 +1,1 @@
+"""Test doubles that are real network peers, shipped so tests and benchmarks share them."""

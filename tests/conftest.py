@@ -1,0 +1,29 @@
+"""Shared fixtures: one live gateway per session, started as a real subprocess."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from tests.support.server import LiveServer, run_server
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with run_server(tmp_path_factory.mktemp("gateway"), FIXTURES / "catalog.yaml") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def model_key(live_server: LiveServer) -> str:
+    return live_server.create_key("suite")[1]
+
+
+@pytest.fixture(scope="session")
+def client(live_server: LiveServer, model_key: str) -> OpenAI:
+    return OpenAI(base_url=live_server.openai_base, api_key=model_key, max_retries=0, timeout=120)

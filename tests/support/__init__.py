@@ -1,0 +1,1 @@
+"""Helpers that start real processes on loopback and read the real database."""

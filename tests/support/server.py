@@ -1,0 +1,128 @@
+"""A real ``slipstream serve`` subprocess on a free port, driven over HTTP like a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SLIPSTREAM = str(Path(sys.executable).with_name("slipstream"))
+URL_LINE = re.compile(r"Slipstream is serving on (http://\S+)")
+TOKEN_LINE = re.compile(r"^\s+(slipadm-\S+)\s*$")
+
+
+@dataclass
+class LiveServer:
+    process: subprocess.Popen[str]
+    base_url: str
+    admin_token: str
+    data_dir: Path
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "slipstream.db"
+
+    @property
+    def openai_base(self) -> str:
+        return self.base_url + "/v1"
+
+    def control(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base_url + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {token or self.admin_token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"null")
+
+    def create_key(self, name: str = "test", models: list[str] | None = None) -> tuple[str, str]:
+        status, body = self.control("POST", "/v2/gen-ai/models/api_keys", {"name": name, "models": models})
+        assert status == 200, body
+        info = body["api_key_info"]
+        return info["uuid"], info["secret_key"]
+
+    def usage_rows(self, **where: Any) -> list[dict[str, Any]]:
+        con = sqlite3.connect(self.db_path)
+        con.row_factory = sqlite3.Row
+        try:
+            clause = " AND ".join(f"{k} = ?" for k in where) or "1=1"
+            rows = con.execute(f"SELECT * FROM usage WHERE {clause}", tuple(where.values())).fetchall()
+            return [dict(r) for r in rows]
+        finally:
+            con.close()
+
+    def wait_usage(self, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = self.usage_rows(request_id=request_id)
+            if rows:
+                assert len(rows) == 1
+                return rows[0]
+            time.sleep(0.05)
+        raise AssertionError(f"no usage row for {request_id} within {timeout}s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _pump(stream: Any, sink: list[str]) -> None:
+    for line in stream:
+        sink.append(line)
+
+
+@contextmanager
+def run_server(
+    data_dir: Path, config: Path | None = None, env: dict[str, str] | None = None
+) -> Iterator[LiveServer]:
+    args = [SLIPSTREAM, "serve", "--port", "0", "--data-dir", str(data_dir)]
+    if config is not None:
+        args += ["--config", str(config)]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})}
+    )
+    assert proc.stdout is not None
+    output: list[str] = []
+    url = token = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        output.append(line)
+        if m := URL_LINE.search(line):
+            url = m.group(1)
+        if m := TOKEN_LINE.match(line):
+            token = m.group(1)
+        if url and (token or (env and "SLIPSTREAM_ADMIN_TOKEN" in env)):
+            break
+    if url is None:
+        proc.kill()
+        raise RuntimeError("server did not start:\n" + "".join(output))
+    threading.Thread(target=_pump, args=(proc.stdout, output), daemon=True).start()
+    server = LiveServer(proc, url, token or (env or {}).get("SLIPSTREAM_ADMIN_TOKEN", ""), data_dir, output)
+    try:
+        yield server
+    finally:
+        server.stop()
