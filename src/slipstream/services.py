@@ -15,6 +15,7 @@ from slipstream.catalog import Catalog, builtin_models
 from slipstream.config import Settings
 from slipstream.engine.supervisor import Supervisor
 from slipstream.ledger.recorder import UsageRecorder
+from slipstream.observability.metrics import Metrics
 from slipstream.providers.registry import ProviderDeps, ProviderRegistry
 from slipstream.serving.chat import ChatService
 from slipstream.store.db import Database
@@ -37,6 +38,7 @@ class Services:
     supervisor: Supervisor
     providers: ProviderRegistry
     chat: ChatService
+    metrics: Metrics
     first_admin_token: str | None = None
 
     @classmethod
@@ -50,11 +52,15 @@ class Services:
         admin, first_token = await AdminAuth.ensure(db, secret)
         recorder = UsageRecorder(db)
         await recorder.start()
+        metrics = Metrics()
         supervisor = Supervisor(settings.engine)
+        supervisor.on_cold_start = metrics.observe_cold_start
         providers = ProviderRegistry(ProviderDeps(supervisor))
         providers.load_plugins()
-        chat = ChatService(catalog, providers, recorder)
-        return cls(settings, catalog, db, keys, admin, recorder, supervisor, providers, chat, first_token)
+        chat = ChatService(catalog, providers, recorder, metrics)
+        return cls(
+            settings, catalog, db, keys, admin, recorder, supervisor, providers, chat, metrics, first_token
+        )
 
     async def aclose(self) -> None:
         """Stop taking work, then flush what was metered before the database goes away."""

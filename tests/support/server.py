@@ -93,15 +93,11 @@ def _pump(stream: Any, sink: list[str]) -> None:
 
 
 @contextmanager
-def run_server(
-    data_dir: Path, config: Path | None = None, env: dict[str, str] | None = None
-) -> Iterator[LiveServer]:
+def run_server(data_dir: Path, config: Path | None = None, env: dict[str, str] | None = None) -> Iterator[LiveServer]:
     args = [SLIPSTREAM, "serve", "--port", "0", "--data-dir", str(data_dir)]
     if config is not None:
         args += ["--config", str(config)]
-    proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})}
-    )
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})})
     assert proc.stdout is not None
     output: list[str] = []
     url = token = None

@@ -6,6 +6,7 @@ import logging
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -69,6 +70,11 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
         return json_response({"status": "ok"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        services.metrics.set_runners(await services.supervisor.status())
+        return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(build_openai_router(services))
     app.include_router(build_control_router(services))

@@ -19,6 +19,7 @@ from slipstream.catalog import Catalog
 from slipstream.errors import PermissionDenied, SlipstreamError
 from slipstream.http.sse import DONE, KEEPALIVE, encode_event
 from slipstream.ledger.recorder import UsageRecorder
+from slipstream.observability.metrics import Metrics
 from slipstream.protocol.chat import parse_chat_request
 from slipstream.providers.base import HEARTBEAT, ChatCall, Provider, StreamEvent
 from slipstream.providers.registry import ProviderRegistry
@@ -35,25 +36,26 @@ class PreparedCall:
 
 
 class ChatService:
-    def __init__(self, catalog: Catalog, providers: ProviderRegistry, recorder: UsageRecorder) -> None:
+    def __init__(
+        self, catalog: Catalog, providers: ProviderRegistry, recorder: UsageRecorder, metrics: Metrics
+    ) -> None:
         self._catalog = catalog
         self._providers = providers
         self._recorder = recorder
+        self._metrics = metrics
 
     def prepare(self, principal: Principal, body: Any, request_id: str) -> PreparedCall:
         request = parse_chat_request(body)
         entry = self._catalog.resolve(request.model)
         if not principal.may_use(entry.id):
-            raise PermissionDenied(
-                f"This model access key may not use the model '{entry.id}'.", param="model"
-            )
+            raise PermissionDenied(f"This model access key may not use the model '{entry.id}'.", param="model")
         provider = self._providers.for_entry(entry)
         provider.check(request)
         return PreparedCall(ChatCall(request_id, entry, request, body), provider, principal)
 
     def _meter(self, prepared: PreparedCall, *, stream: bool) -> UsageMeter:
         call = prepared.call
-        return UsageMeter(self._recorder, prepared.principal, call.entry, call.request_id, stream=stream)
+        return UsageMeter(self._recorder, self._metrics, prepared.principal, call.entry, call.request_id, stream=stream)
 
     async def complete(self, prepared: PreparedCall) -> dict[str, Any]:
         meter = self._meter(prepared, stream=False)
@@ -69,7 +71,7 @@ class ChatService:
         except Exception:
             meter.finish("error", 500, "internal_error")
             raise
-        meter.first_token()
+        meter.token_arrived()
         meter.observe(result.get("usage"))
         meter.finish("ok", 200)
         result["id"] = f"chatcmpl-{call.request_id}"
@@ -110,8 +112,8 @@ class ChatService:
                 else:
                     assert isinstance(event, dict)
                     meter.observe(event.get("usage"))
-                    if event.get("choices"):
-                        meter.first_token()
+                    if _has_output(event):
+                        meter.token_arrived()
                     out = shaper.shape(event)
                     if out is not None:
                         yield encode_event(out)
@@ -133,6 +135,14 @@ class ChatService:
             if closer is not None:
                 task = asyncio.ensure_future(closer())
                 task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+def _has_output(chunk: dict[str, Any]) -> bool:
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if delta.get("content") or delta.get("tool_calls"):
+            return True
+    return False
 
 
 class ChunkShaper:

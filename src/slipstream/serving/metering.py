@@ -10,19 +10,21 @@ from slipstream.catalog import ModelEntry
 from slipstream.ledger.pricing import cost_picousd
 from slipstream.ledger.recorder import UsageRecorder
 from slipstream.ledger.records import UsageRecord
+from slipstream.observability.metrics import Metrics
 
 
 class UsageMeter:
     """Follows cumulative usage as it arrives; ``finish`` records once, later calls are no-ops."""
 
     __slots__ = (
-        "_entry", "_finished", "_principal", "_recorder", "_request_id", "_started", "_stream",
-        "cached_tokens", "completion_tokens", "first_token_at", "prompt_tokens",
+        "_entry", "_finished", "_last_token_at", "_metrics", "_principal", "_recorder", "_request_id",
+        "_started", "_stream", "cached_tokens", "completion_tokens", "first_token_at", "prompt_tokens",
     )  # fmt: skip
 
     def __init__(
         self,
         recorder: UsageRecorder,
+        metrics: Metrics,
         principal: Principal,
         entry: ModelEntry,
         request_id: str,
@@ -30,6 +32,7 @@ class UsageMeter:
         stream: bool,
     ) -> None:
         self._recorder = recorder
+        self._metrics = metrics
         self._principal = principal
         self._entry = entry
         self._request_id = request_id
@@ -37,6 +40,7 @@ class UsageMeter:
         self._started = time.perf_counter()
         self._finished = False
         self.first_token_at: float | None = None
+        self._last_token_at = 0.0
         self.prompt_tokens = 0
         self.cached_tokens = 0
         self.completion_tokens = 0
@@ -50,9 +54,15 @@ class UsageMeter:
         details = usage.get("prompt_tokens_details") or {}
         self.cached_tokens = int(details.get("cached_tokens") or 0)
 
-    def first_token(self) -> None:
+    def token_arrived(self) -> None:
+        """Called per streamed chunk with content: feeds TTFT and inter-token latency."""
+        now = time.perf_counter()
         if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
+            self.first_token_at = now
+            self._metrics.ttft.labels(self._entry.id).observe(now - self._started)
+        else:
+            self._metrics.itl.labels(self._entry.id).observe(now - self._last_token_at)
+        self._last_token_at = now
 
     @property
     def finished(self) -> bool:
@@ -64,6 +74,8 @@ class UsageMeter:
         self._finished = True
         now = time.perf_counter()
         ttft = None if self.first_token_at is None else round((self.first_token_at - self._started) * 1000, 3)
+        cost = cost_picousd(self._entry.prices, self.prompt_tokens, self.cached_tokens, self.completion_tokens)
+        self._observe(status, now, cost)
         self._recorder.record(
             UsageRecord(
                 request_id=self._request_id,
@@ -74,9 +86,7 @@ class UsageMeter:
                 prompt_tokens=self.prompt_tokens,
                 cached_tokens=self.cached_tokens,
                 completion_tokens=self.completion_tokens,
-                cost_picousd=cost_picousd(
-                    self._entry.prices, self.prompt_tokens, self.cached_tokens, self.completion_tokens
-                ),
+                cost_picousd=cost,
                 status=status,
                 http_status=http_status,
                 error_code=error_code,
@@ -85,3 +95,14 @@ class UsageMeter:
                 stream=self._stream,
             )
         )
+
+    def _observe(self, status: str, now: float, cost: int) -> None:
+        m, model = self._metrics, self._entry.id
+        m.requests.labels(model, status).inc()
+        m.request_latency.labels(model).observe(now - self._started)
+        m.tokens.labels(model, "prompt").inc(self.prompt_tokens - self.cached_tokens)
+        m.tokens.labels(model, "cached_prompt").inc(self.cached_tokens)
+        m.tokens.labels(model, "completion").inc(self.completion_tokens)
+        m.spend.labels(model).inc(cost / 1e12)
+        if self.first_token_at is not None and self.completion_tokens > 1 and now > self.first_token_at:
+            m.output_rate.labels(model).observe((self.completion_tokens - 1) / (now - self.first_token_at))
