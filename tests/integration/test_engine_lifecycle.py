@@ -1,0 +1,130 @@
+"""Serverless behaviour of local runners: scale to zero, eviction, crashes, full queues, disconnects."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import openai
+import psutil
+import pytest
+from openai import OpenAI
+
+from tests.support.server import LiveServer, run_server
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+HELLO = [{"role": "user", "content": "Say hello."}]
+ESSAY = [{"role": "user", "content": "Write a long essay about the sea."}]
+
+
+@pytest.fixture(scope="module")
+def engine_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with run_server(tmp_path_factory.mktemp("engine"), FIXTURES / "engine.yaml") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def sdk(engine_server: LiveServer) -> OpenAI:
+    _, key = engine_server.create_key("engine")
+    return OpenAI(base_url=engine_server.openai_base, api_key=key, max_retries=0, timeout=120)
+
+
+def runners(server: LiveServer) -> dict[str, dict[str, Any]]:
+    status, body = server.control("GET", "/v2/gen-ai/runners")
+    assert status == 200, body
+    return {row["model"]: row for row in body["runners"]}
+
+
+def wait_for(predicate: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_runner_scales_to_zero_and_cold_starts_again(sdk: OpenAI, engine_server: LiveServer) -> None:
+    assert sdk.chat.completions.create(model="brief", messages=HELLO, max_tokens=4).choices
+    pid = runners(engine_server)["brief"]["pid"]
+    assert psutil.pid_exists(pid)
+    wait_for(lambda: "brief" not in runners(engine_server))
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    assert sdk.chat.completions.create(model="brief", messages=HELLO, max_tokens=4).choices
+    assert runners(engine_server)["brief"]["pid"] != pid
+
+
+def test_max_loaded_models_evicts_the_idle_runner(sdk: OpenAI, engine_server: LiveServer) -> None:
+    assert sdk.chat.completions.create(model="twin", messages=HELLO, max_tokens=4).choices
+    twin_pid = runners(engine_server)["twin"]["pid"]
+    assert sdk.chat.completions.create(model="single-slot", messages=HELLO, max_tokens=4).choices
+    loaded = runners(engine_server)
+    assert list(loaded) == ["single-slot"]
+    wait_for(lambda: not psutil.pid_exists(twin_pid) or psutil.Process(twin_pid).status() == psutil.STATUS_ZOMBIE)
+
+
+def test_ps_shows_runner_details(sdk: OpenAI, engine_server: LiveServer) -> None:
+    sdk.chat.completions.create(model="twin", messages=HELLO, max_tokens=2)
+    row = runners(engine_server)["twin"]
+    assert row["rss_bytes"] > 50 * 1024**2
+    assert row["context_length"] == 1024 and row["parallel"] == 2
+    assert row["active"] == 0 and row["queued"] == 0 and row["idle_for_s"] >= 0
+    assert row["loaded_at"] <= time.time()
+
+
+def test_kill_mid_stream_gives_error_event_error_row_and_recovery(sdk: OpenAI, engine_server: LiveServer) -> None:
+    sdk.chat.completions.create(model="twin", messages=HELLO, max_tokens=2)
+    pid = runners(engine_server)["twin"]["pid"]
+    with sdk.chat.completions.with_streaming_response.create(
+        model="twin", messages=ESSAY, max_tokens=500, stream=True, extra_body={"ignore_eos": True}
+    ) as response:
+        request_id = response.headers["x-request-id"]
+        seen = 0
+        with pytest.raises(openai.APIError):
+            for _chunk in response.parse():
+                seen += 1
+                if seen == 3:
+                    os.kill(pid, signal.SIGKILL)
+    row = engine_server.wait_usage(request_id)
+    assert row["status"] == "error" and row["http_status"] >= 500
+    assert row["completion_tokens"] >= 2
+    assert sdk.chat.completions.create(model="twin", messages=HELLO, max_tokens=4).choices
+    assert runners(engine_server)["twin"]["pid"] != pid
+
+
+def _long_request(sdk: OpenAI) -> int:
+    try:
+        sdk.chat.completions.create(
+            model="single-slot", messages=ESSAY, max_tokens=150, extra_body={"ignore_eos": True}
+        )
+        return 200
+    except openai.RateLimitError as exc:
+        assert exc.response.headers["retry-after"].isdigit()
+        assert exc.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
+        return 429
+
+
+def test_full_queue_answers_429_with_retry_after(sdk: OpenAI) -> None:
+    sdk.chat.completions.create(model="single-slot", messages=HELLO, max_tokens=2)
+    with ThreadPoolExecutor(4) as pool:
+        statuses = sorted(pool.map(lambda _: _long_request(sdk), range(4)))
+    assert statuses.count(429) >= 1
+    assert statuses.count(200) >= 2
+
+
+def test_disconnect_frees_the_slot(sdk: OpenAI, engine_server: LiveServer) -> None:
+    sdk.chat.completions.create(model="single-slot", messages=HELLO, max_tokens=2)
+    with sdk.chat.completions.with_streaming_response.create(
+        model="single-slot", messages=ESSAY, max_tokens=500, stream=True, extra_body={"ignore_eos": True}
+    ) as response:
+        for i, _ in enumerate(response.parse()):
+            if i == 3:
+                assert runners(engine_server)["single-slot"]["slots_in_use"] == 1
+                break
+    wait_for(lambda: runners(engine_server)["single-slot"]["slots_in_use"] == 0, timeout=2.0)
+    assert sdk.chat.completions.create(model="single-slot", messages=HELLO, max_tokens=2).choices
