@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -103,13 +104,16 @@ class Supervisor:
             if task is None:
                 task = asyncio.get_running_loop().create_task(self._start(entry))
                 self._starting[entry.id] = task
-                task.add_done_callback(lambda _t, key=entry.id: self._starting.pop(key, None))
+                task.add_done_callback(functools.partial(self._start_finished, entry.id))
             runner = await asyncio.shield(task)
         runner.active += 1
         if runner.idle_timer is not None:
             runner.idle_timer.cancel()
             runner.idle_timer = None
         return runner
+
+    def _start_finished(self, model_id: str, _task: asyncio.Task[Runner]) -> None:
+        self._starting.pop(model_id, None)
 
     def release(self, runner: Runner) -> None:
         runner.active -= 1

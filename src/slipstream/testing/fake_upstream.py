@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import time
 from typing import Any
 
@@ -104,11 +105,11 @@ def build_app() -> web.Application:
 async def _serve(host: str, port: int) -> None:
     runner = web.AppRunner(build_app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    server = site._server
-    bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
-    print(f"FAKE_UPSTREAM_READY {bound}", flush=True)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    await web.SockSite(runner, sock).start()
+    print(f"FAKE_UPSTREAM_READY {sock.getsockname()[1]}", flush=True)
     await asyncio.Event().wait()
 
 
