@@ -16,6 +16,7 @@ from slipstream.errors import InvalidRequest, MethodNotAllowed, NotFound, Slipst
 from slipstream.http.control_routes import build_control_router
 from slipstream.http.middleware import RequestIdMiddleware
 from slipstream.http.openai_routes import build_openai_router, json_response
+from slipstream.http.runner_routes import build_runner_router
 from slipstream.services import Services
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,7 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return error_response(NotFound(f"Unknown route: {request.method} {request.url.path}"))
     if exc.status_code == 405:
-        return error_response(
-            MethodNotAllowed(f"The method {request.method} is not allowed on {request.url.path}.")
-        )
+        return error_response(MethodNotAllowed(f"The method {request.method} is not allowed on {request.url.path}."))
     err = SlipstreamError(str(exc.detail))
     return json_response(err.envelope(), exc.status_code)
 
@@ -78,4 +77,5 @@ def create_app(services: Services) -> FastAPI:
 
     app.include_router(build_openai_router(services))
     app.include_router(build_control_router(services))
+    app.include_router(build_runner_router(services))
     return app

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from slipstream.auth.keys import looks_valid
 from slipstream.auth.principal import Principal
-from slipstream.errors import AuthenticationFailed
+from slipstream.errors import AuthenticationFailed, PermissionDenied
 from slipstream.services import Services
 
 
@@ -20,6 +21,17 @@ def bearer_token(request: Request) -> str:
     if scheme.lower() != "bearer" or not token:
         raise AuthenticationFailed("The Authorization header must have the form 'Bearer <key>'.")
     return token
+
+
+def require_admin(request: Request, services: Services) -> None:
+    """The control plane takes the admin token only; a model access key is named as such."""
+    token = bearer_token(request)
+    if services.admin.verify(token):
+        return
+    if looks_valid(token):
+        raise PermissionDenied("Model access keys cannot use the control API; use the admin token.",
+                               code="admin_token_required")  # fmt: skip
+    raise AuthenticationFailed("The admin token is missing or wrong.")
 
 
 async def model_key_principal(request: Request, services: Services) -> Principal:
