@@ -1,0 +1,1 @@
+"""Model access keys, the admin token and the principal a key authenticates as."""

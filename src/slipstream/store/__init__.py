@@ -1,0 +1,1 @@
+"""Database access: SQLAlchemy Core tables, the async engine, and Alembic migrations."""

@@ -1,0 +1,139 @@
+"""The async engine, tuned per backend, and migrations to head on open.
+
+SQLite (the embedded default) runs in WAL mode with ``synchronous=NORMAL``. Python's sqlite3
+driver does not open transactions before DDL or SELECTs, so we take over ``BEGIN`` ourselves:
+migrations are then atomic, and writers use ``BEGIN IMMEDIATE`` so they queue on
+``busy_timeout`` instead of failing when a read lock cannot be upgraded.
+PostgreSQL (asyncpg) is chosen by URL, for several gateway replicas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+BUSY_TIMEOUT_MS = 10_000
+_BEGIN_OPTION = "slipstream_sqlite_begin"
+_MIGRATION_LOCK_ID = 0x511B57EA  # pg_advisory_xact_lock key: one replica migrates at a time
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
+    "PRAGMA foreign_keys=ON",
+)
+_DRIVER_FOR = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+}
+
+
+def normalize_url(url: str) -> str:
+    """Accept ``sqlite:///…`` and ``postgresql://…`` and pick the async driver for them."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"not a database URL: {url!r}")
+    return f"{_DRIVER_FOR.get(scheme, scheme)}://{rest}"
+
+
+class Database:
+    """One async engine per process; open with ``await Database.open(url)``."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        sqlite = engine.dialect.name == "sqlite"
+        self._writer = engine.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"}) if sqlite else engine
+
+    @classmethod
+    async def open(cls, url: str, *, migrate: bool = True) -> Database:
+        """Create the engine (and the SQLite file's directory), then migrate to head."""
+        url = normalize_url(url)
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            engine = _sqlite_engine(url, parsed.database)
+        else:
+            engine = create_async_engine(url, pool_pre_ping=True)
+        db = cls(engine)
+        if migrate:
+            try:
+                await db.migrate()
+            except BaseException:
+                await engine.dispose()
+                raise
+        return db
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._engine.dialect.name
+
+    def read(self) -> AsyncConnection:
+        """``async with db.read() as conn``: a connection for queries."""
+        return self._engine.connect()
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """``async with db.write() as conn``: one transaction that holds the write lock from its start."""
+        async with self._writer.begin() as conn:
+            yield conn
+
+    async def migrate(self) -> None:
+        async with self.write() as conn:
+            await conn.run_sync(_upgrade_to_head)
+
+    async def aclose(self) -> None:
+        await self._engine.dispose()
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
+    return cfg
+
+
+def _upgrade_to_head(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+    cfg = alembic_config()
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, "head")
+
+
+def _sqlite_engine(url: str, database: str | None) -> AsyncEngine:
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        engine = create_async_engine(url, poolclass=StaticPool)
+    else:
+        Path(database).expanduser().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+    event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+    event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, see _sqlite_on_begin
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in _SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    conn.exec_driver_sql(conn.get_execution_options().get(_BEGIN_OPTION, "BEGIN"))

@@ -1,0 +1,1 @@
+"""Alembic migrations; ``Database.open`` upgrades to head on start-up."""
