@@ -1,1 +1,20 @@
-"""The local engine: runner processes (one model each) and the supervisor that starts and stops them."""
+"""The local model runner: one process serving one GGUF model over OpenAI-compatible HTTP.
+
+Start it with ``python -m slipstream.engine.runner``; see ``runner.py`` for the contract.
+Modules, one job each:
+
+- ``runner``      CLI, startup, READY line, signals.
+- ``http_app``    aiohttp routes; JSON and SSE encoding of engine events.
+- ``params``      request validation into a ``ChatRequest`` (OpenAI errors name the param).
+- ``prompt``      messages (+ tools) → prompt text via the GGUF's jinja2 chat template.
+- ``grammar``     response_format / tool schemas → GBNF.
+- ``tool_calls``  tool-call detection and argument streaming from generated text.
+- ``responses``   OpenAI response and chunk shapes.
+- ``batching``    the engine thread: continuous batching, chunked prefill, prompt cache.
+- ``slots``       KV slots, prefix matching and the bounded admission queue.
+- ``jobs``        a request and its sequences as the engine sees them, and the events it emits.
+- ``sampling``    llama.cpp sampler chains and logprobs.
+- ``textstream``  incremental UTF-8 decoding with stop-string hold-back.
+- ``llama``       the llama.cpp model/context handles (ctypes), tokenizer, reusable batch.
+- ``errors``      OpenAI error envelope for the runner.
+"""

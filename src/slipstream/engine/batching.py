@@ -1,0 +1,231 @@
+"""Continuous batching: one thread owns the llama context and runs the decode loop.
+
+Every step packs one token for each generating sequence plus prompt chunks of newly admitted
+sequences (up to ``batch_size`` tokens in all) into one ``llama_decode`` call, so a long
+prompt joins without stalling running streams for more than one chunk. After the step each
+sequence that produced logits samples its next token through its own C sampler chain.
+Events for the HTTP loop are handed over once per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from slipstream.engine.jobs import ChoiceDelta, Event, Job, JobDone, JobFailed, SeqState, Sequence
+from slipstream.engine.llama_backend import LlamaModel, TokenBatch
+from slipstream.engine.sampling import free_chain, logprobs_at, sample
+from slipstream.engine.slots import Admission, SlotTable
+
+log = logging.getLogger("slipstream.engine")
+
+Deliver = Callable[[list[tuple[Job, list[Event]]]], None]
+
+
+class Engine:
+    def __init__(self, model: LlamaModel, *, parallel: int, queue_size: int, deliver: Deliver) -> None:
+        self.model = model
+        self.admission = Admission(parallel, queue_size)
+        self.slots = SlotTable(parallel)
+        self._batch = TokenBatch(model.config.batch_size)
+        self._deliver = deliver
+        self._active: list[Sequence] = []  # on a slot, in admission order
+        self._outbox: dict[Job, list[Event]] = {}
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="slipstream-engine", daemon=True)
+        self.tokens_generated = 0
+        self.active_jobs = 0
+        self.loaded_at = time.time()
+        self.last_active_at = self.loaded_at
+
+    # --- called from the HTTP thread ----------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        """Queue a job or raise the 429 ``EngineError`` when slots and queue are full."""
+        self.admission.submit(job)
+
+    def cancel(self, job: Job) -> None:
+        """The client went away: the sequence leaves the batch at the next step."""
+        self.admission.cancel(job)
+
+    def stop(self) -> None:
+        self._stop = True
+        self.admission.wake()
+        self._thread.join(timeout=10)
+
+    @property
+    def queued(self) -> int:
+        return self.admission.queued
+
+    @property
+    def slots_in_use(self) -> int:
+        return self.slots.in_use
+
+    # --- engine thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                for job in self.admission.take_ready():
+                    self._start_job(job)
+                self._reap_cancelled()
+                if not self._active:
+                    self.admission.wait(timeout=1.0)
+                    continue
+                self._step()
+            except Exception:
+                log.exception("engine step failed; failing the active requests")
+                self._fail_all("internal error in the inference engine")
+            self._flush()
+
+    def _start_job(self, job: Job) -> None:
+        if job.cancelled:
+            self._free_job(job)
+            return
+        slots, hit = self.slots.take(job.prompt, job.n)
+        # always re-evaluate at least the last prompt token so its logits exist
+        keep = min(hit, len(job.prompt) - 1)
+        first = job.seqs[0]
+        for seq, slot in zip(job.seqs, slots, strict=True):
+            seq.slot = slot.seq_id
+        self.model.seq_clear(first.slot, keep)
+        del slots[0].tokens[keep:]
+        first.n_past = keep
+        first.state = SeqState.PREFILL
+        for seq in job.seqs[1:]:
+            seq.state = SeqState.FOLLOW
+        job.cached_tokens = keep
+        self._active.extend(job.seqs)
+        self.active_jobs += 1
+        self.last_active_at = time.time()
+
+    def _reap_cancelled(self) -> None:
+        for seq in [s for s in self._active if s.job.cancelled]:
+            # the client is gone: forget this slot's KV (its tokens stay counted)
+            self.model.seq_clear(seq.slot)
+            self.slots.slots[seq.slot].tokens.clear()
+            self._end(seq, notify=False)
+
+    def _step(self) -> None:
+        batch = self._batch
+        batch.clear()
+        decoding: list[tuple[Sequence, int]] = []
+        prefilling: list[tuple[Sequence, int, int]] = []  # seq, chunk length, logits index or -1
+        for seq in self._active:
+            if seq.state is SeqState.DECODE:
+                decoding.append((seq, batch.add(seq.next_token, seq.n_past, seq.slot)))
+        for seq in self._active:
+            if seq.state is not SeqState.PREFILL or batch.room == 0:
+                continue
+            prompt = seq.job.prompt
+            chunk = prompt[seq.n_past : seq.n_past + batch.room]
+            last = seq.n_past + len(chunk) == len(prompt)
+            idx = batch.add_run(chunk, seq.n_past, seq.slot, last)
+            prefilling.append((seq, len(chunk), idx if last else -1))
+        if batch.n == 0:
+            return
+        rc = self.model.decode(batch)
+        if rc != 0:
+            log.error("llama_decode returned %d for a batch of %d tokens", rc, batch.n)
+            for seq in {s for s, _ in decoding} | {s for s, _, _ in prefilling}:
+                self._fail_job(seq.job, f"llama_decode failed (code {rc})")
+            return
+        self.last_active_at = time.time()
+        for seq, idx in decoding:
+            self.slots.slots[seq.slot].tokens.append(seq.next_token)
+            seq.n_past += 1
+            self._sample(seq, idx)
+        for seq, n, idx in prefilling:
+            prompt = seq.job.prompt
+            self.slots.slots[seq.slot].tokens.extend(prompt[seq.n_past : seq.n_past + n])
+            seq.n_past += n
+            if idx >= 0:
+                seq.state = SeqState.DECODE
+                self._sample(seq, idx)
+                self._start_followers(seq, idx)
+
+    def _start_followers(self, first: Sequence, idx: int) -> None:
+        """n > 1: copy the first choice's prompt KV to the siblings and draw from the same logits."""
+        tokens = first.job.prompt
+        for seq in first.job.seqs[1:]:
+            if seq.state is not SeqState.FOLLOW:
+                continue
+            self.model.seq_copy(first.slot, seq.slot)
+            self.slots.slots[seq.slot].tokens[:] = tokens
+            seq.n_past = first.n_past
+            seq.state = SeqState.DECODE
+            self._sample(seq, idx)
+
+    def _sample(self, seq: Sequence, idx: int) -> None:
+        job = seq.job
+        token = sample(seq.chain, self.model, idx)
+        seq.generated += 1
+        self.tokens_generated += 1
+        if job.top_logprobs is not None:
+            seq.pending_logprobs.append(logprobs_at(self.model, idx, token, job.top_logprobs))
+        finish: str | None = None
+        if self.model.is_eog(token):
+            finish, text = "stop", seq.text.flush()
+        else:
+            text, stopped = seq.text.push(self.model.piece(token))
+            if stopped:
+                finish = "stop"
+            elif seq.generated >= job.max_tokens:
+                finish = "length"
+                text += seq.text.flush()
+        seq.next_token = token
+        self._emit(seq, text, finish)
+        if finish is not None:
+            self._end(seq, notify=True)
+
+    def _emit(self, seq: Sequence, text: str, finish: str | None) -> None:
+        logprobs = None
+        if seq.pending_logprobs and (text or finish is not None):
+            logprobs, seq.pending_logprobs = seq.pending_logprobs, []
+        delta = ChoiceDelta(seq.index, text, seq.generated, logprobs, finish)
+        self._outbox.setdefault(seq.job, []).append(delta)
+
+    def _end(self, seq: Sequence, *, notify: bool) -> None:
+        job = seq.job
+        seq.state = SeqState.DONE
+        free_chain(seq.chain)
+        seq.chain = None
+        self._active.remove(seq)
+        self.slots.release(self.slots.slots[seq.slot])
+        self.admission.release(1)
+        if job.finished:
+            self.active_jobs -= 1
+            if notify and not job.cancelled:
+                done = JobDone(len(job.prompt), job.cached_tokens, job.completion_tokens)
+                self._outbox.setdefault(job, []).append(done)
+
+    def _fail_job(self, job: Job, message: str) -> None:
+        for seq in job.seqs:
+            if seq.state is not SeqState.DONE and seq in self._active:
+                self.model.seq_clear(seq.slot)
+                self.slots.slots[seq.slot].tokens.clear()
+                self._end(seq, notify=False)
+        self._outbox.setdefault(job, []).append(JobFailed(message))
+
+    def _fail_all(self, message: str) -> None:
+        for job in {s.job for s in self._active}:
+            self._fail_job(job, message)
+
+    def _free_job(self, job: Job) -> None:
+        """A job cancelled before it reached a slot: give back its reservation."""
+        for seq in job.seqs:
+            free_chain(seq.chain)
+            seq.chain = None
+            seq.state = SeqState.DONE
+        self.admission.release(job.n)
+
+    def _flush(self) -> None:
+        if self._outbox:
+            items = list(self._outbox.items())
+            self._outbox = {}
+            self._deliver(items)

@@ -1,0 +1,251 @@
+"""aiohttp routes of the runner: health, models, status and chat completions (JSON or SSE).
+
+Engine events arrive once per decode step through ``deliver`` (thread-safe). A client that
+disconnects cancels its handler (``handler_cancellation``) or fails a write; either way the
+job is cancelled and the engine frees its slot at the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import orjson
+import psutil
+from aiohttp import web
+
+from slipstream.engine.errors import EngineError, internal, invalid
+from slipstream.engine.jobs import ChoiceDelta, Event, Job, JobDone, JobFailed
+from slipstream.engine.params import parse_chat_request
+from slipstream.engine.responses import (
+    ChunkWriter,
+    choice,
+    completion,
+    completion_id,
+    logprob_items,
+    piece_delta,
+    usage,
+)
+from slipstream.engine.service import RunnerState
+from slipstream.engine.tool_calls import ChoiceOutput
+
+STATE = web.AppKey("state", RunnerState)
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+
+
+def error_response(err: EngineError) -> web.Response:
+    headers = {"Retry-After": "1"} if err.status == 429 else None
+    return json_response(err.envelope(), err.status, headers)
+
+
+def make_deliver(loop: asyncio.AbstractEventLoop) -> Any:
+    """The engine's hand-off: one thread-safe call per decode step."""
+
+    def dispatch(items: list[tuple[Job, list[Event]]]) -> None:
+        for job, events in items:
+            if job.sink is not None:
+                job.sink.put_nowait(events)
+
+    def deliver(items: list[tuple[Job, list[Event]]]) -> None:
+        loop.call_soon_threadsafe(dispatch, items)
+
+    return deliver
+
+
+async def health(_: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+def _model_obj(state: RunnerState) -> dict[str, Any]:
+    created = int(state.engine.loaded_at)
+    return {"id": state.model_id, "object": "model", "created": created, "owned_by": "slipstream"}
+
+
+async def models(request: web.Request) -> web.Response:
+    return json_response({"object": "list", "data": [_model_obj(request.app[STATE])]})
+
+
+async def model_detail(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if request.match_info["model"] != state.model_id:
+        err = EngineError(f"The model '{request.match_info['model']}' does not exist", status=404,
+                          param="model", code="model_not_found")  # fmt: skip
+        return error_response(err)
+    return json_response(_model_obj(state))
+
+
+async def status(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    engine = state.engine
+    return json_response(
+        {
+            "model": state.model_id,
+            "pid": state.pid,
+            "n_ctx": state.n_ctx,
+            "parallel": state.parallel,
+            "active": engine.active_jobs,
+            "queued": engine.queued,
+            "slots_in_use": engine.slots_in_use,
+            "loaded_at": engine.loaded_at,
+            "last_active_at": engine.last_active_at,
+            "rss_bytes": psutil.Process(os.getpid()).memory_info().rss,
+            "tokens_generated": engine.tokens_generated,
+        }
+    )
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        return error_response(invalid(None, f"We could not parse the JSON body of your request: {exc}"))
+    try:
+        req = parse_chat_request(body, default_model=state.model_id, max_n=state.parallel,
+                                 n_vocab=state.model.n_vocab)  # fmt: skip
+        job = state.prepare(req)
+    except EngineError as err:
+        return error_response(err)
+    job.sink = asyncio.Queue()
+    try:
+        state.engine.submit(job)
+    except EngineError as err:
+        state.discard(job)
+        return error_response(err)
+    tools = req.tool_choice != "none"
+    try:
+        if req.stream:
+            return await _stream(request, state, job, req.model, tools, req.include_usage, req.continuous_usage)
+        return await _collect(state, job, req.model, tools)
+    finally:
+        if not job.finished:
+            state.engine.cancel(job)
+
+
+class _Choices:
+    """Per-choice output assembly shared by the JSON and SSE paths."""
+
+    def __init__(self, n: int, tools: bool) -> None:
+        self.outputs = [ChoiceOutput(tools) for _ in range(n)]
+        self.tokens = [0] * n
+        self.finish: list[str | None] = [None] * n
+
+    def finish_reason(self, i: int, raw: str) -> str:
+        out = self.outputs[i]
+        if out.call is not None and out.call_complete and raw == "stop":
+            return "tool_calls"
+        return raw
+
+
+async def _collect(state: RunnerState, job: Job, model: str, tools: bool) -> web.Response:
+    rid, created = completion_id(), int(time.time())
+    ch = _Choices(job.n, tools)
+    logprobs: list[list[dict[str, Any]]] = [[] for _ in range(job.n)]
+    while True:
+        for ev in await job.sink.get():
+            if isinstance(ev, JobFailed):
+                return error_response(internal(ev.message))
+            if isinstance(ev, ChoiceDelta):
+                out = ch.outputs[ev.index]
+                out.feed(ev.text)
+                if ev.logprobs:
+                    logprobs[ev.index].extend(logprob_items(state.model, ev.logprobs))
+                if ev.finish_reason is not None:
+                    out.finish()
+                    ch.finish[ev.index] = ch.finish_reason(ev.index, ev.finish_reason)
+                continue
+            choices = []
+            for i, out in enumerate(ch.outputs):
+                calls = [out.call] if out.call is not None else []
+                content: str | None = out.content
+                if calls and not out.content.strip():
+                    content = None
+                lp = logprobs[i] if job.top_logprobs is not None else None
+                choices.append(choice(i, content, calls, ch.finish[i], lp))
+            use = usage(ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens, details=True)
+            return json_response(completion(rid, created, model, choices, use))
+
+
+async def _stream(
+    request: web.Request, state: RunnerState, job: Job, model: str, tools: bool, include_usage: bool,
+    continuous: bool,
+) -> web.StreamResponse:  # fmt: skip
+    resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
+    await resp.prepare(request)
+    writer = ChunkWriter(completion_id(), int(time.time()), model)
+    ch = _Choices(job.n, tools)
+    started = False
+
+    def running_usage() -> dict[str, Any] | None:
+        if not continuous:
+            return None
+        return usage(len(job.prompt), sum(ch.tokens), job.cached_tokens)
+
+    while True:
+        events = await job.sink.get()
+        out: list[bytes] = []
+        if not started:
+            started = True
+            role = {"role": "assistant", "content": ""}
+            out += [_sse(writer.chunk(i, role, usage=running_usage())) for i in range(job.n)]
+        for ev in events:
+            if isinstance(ev, ChoiceDelta):
+                out += _delta_events(state, writer, ch, ev, running_usage, continuous)
+            elif isinstance(ev, JobDone):
+                if include_usage:
+                    use = usage(ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens)
+                    out.append(_sse(writer.usage_chunk(use)))
+                out.append(b"data: [DONE]\n\n")
+                await resp.write(b"".join(out))
+                await resp.write_eof()
+                return resp
+            else:
+                out.append(_sse(internal(ev.message).envelope()))
+                await resp.write(b"".join(out))
+                await resp.write_eof()
+                return resp
+        if out:
+            await resp.write(b"".join(out))
+
+
+def _delta_events(
+    state: RunnerState, writer: ChunkWriter, ch: _Choices, ev: ChoiceDelta, running_usage: Any, continuous: bool
+) -> list[bytes]:
+    i = ev.index
+    ch.tokens[i] = ev.completion_tokens
+    output = ch.outputs[i]
+    pieces = output.feed(ev.text)
+    if ev.finish_reason is not None:
+        pieces += output.finish()
+    lp = logprob_items(state.model, ev.logprobs) if ev.logprobs else None
+    out = []
+    for piece in pieces:
+        out.append(_sse(writer.chunk(i, piece_delta(piece), logprobs=lp, usage=running_usage())))
+        lp = None
+    if not pieces and (lp is not None or (continuous and ev.finish_reason is None)):
+        out.append(_sse(writer.chunk(i, {"content": ""}, logprobs=lp, usage=running_usage())))
+    if ev.finish_reason is not None:
+        reason = ch.finish_reason(i, ev.finish_reason)
+        out.append(_sse(writer.chunk(i, {}, finish_reason=reason, usage=running_usage())))
+    return out
+
+
+def _sse(data: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def create_app(state: RunnerState) -> web.Application:
+    app = web.Application(client_max_size=32 * 1024 * 1024)
+    app[STATE] = state
+    app.router.add_get("/health", health)
+    app.router.add_get("/status", status)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/v1/models/{model}", model_detail)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    return app

@@ -1,0 +1,87 @@
+"""A request as the engine thread sees it, and the events the engine sends back.
+
+A ``Job`` is one chat completion; it owns ``n`` ``Sequence``s (one per choice) that share
+the prompt. Events cross from the engine thread to the HTTP loop in per-step batches.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from slipstream.engine.sampling import TokenLogprob
+from slipstream.engine.textstream import TextStream
+
+
+@dataclass(slots=True)
+class ChoiceDelta:
+    """New output of one choice. ``text`` may be empty while a stop string is being held back."""
+
+    index: int
+    text: str
+    completion_tokens: int  # this choice's total so far
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None
+
+
+@dataclass(slots=True)
+class JobDone:
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+
+
+@dataclass(slots=True)
+class JobFailed:
+    message: str
+
+
+Event = ChoiceDelta | JobDone | JobFailed
+
+
+class SeqState(enum.Enum):
+    WAITING = "waiting"  # admitted, not yet on a slot
+    PREFILL = "prefill"  # feeding prompt chunks
+    FOLLOW = "follow"  # n > 1 sibling waiting for the first choice's prompt KV copy
+    DECODE = "decode"  # one sampled token to feed per step
+    DONE = "done"
+
+
+@dataclass(eq=False)
+class Sequence:
+    job: Job
+    index: int
+    chain: Any  # llama_sampler*; owned, freed by the engine when the sequence ends
+    text: TextStream
+    state: SeqState = SeqState.WAITING
+    slot: int = -1
+    n_past: int = 0
+    next_token: int = -1
+    generated: int = 0
+    pending_logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class Job:
+    prompt: list[int]
+    n: int
+    max_tokens: int
+    top_logprobs: int | None  # None: no logprobs
+    chains: list[Any]
+    stops: tuple[str, ...]
+    cancelled: bool = False
+    cached_tokens: int = 0
+    seqs: list[Sequence] = field(default_factory=list)
+    sink: Any = None  # the HTTP side's event queue
+
+    def __post_init__(self) -> None:
+        self.seqs = [Sequence(self, i, chain, TextStream(self.stops)) for i, chain in enumerate(self.chains)]
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(s.generated for s in self.seqs)
+
+    @property
+    def finished(self) -> bool:
+        return all(s.state is SeqState.DONE for s in self.seqs)

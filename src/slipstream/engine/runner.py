@@ -1,0 +1,131 @@
+"""``python -m slipstream.engine.runner``: one process serving one GGUF model on loopback.
+
+Contract with the supervisor:
+
+- flags: ``--model PATH --model-id ID [--host 127.0.0.1] [--port 0] [--n-ctx 8192]
+  [--parallel 8] [--queue-size 64] [--threads 2] [--batch-size 512] [--chat-template JINJA]
+  [--kv-type f16|q8_0]``; ``--n-ctx`` is the context every slot gets;
+- when serving, exactly one stdout line ``SLIPSTREAM_RUNNER_READY {"port", "pid", "n_ctx",
+  "parallel"}``; all logs go to stderr;
+- a model that cannot be loaded exits with status 2 and a message on stderr;
+- SIGTERM / SIGINT stop it cleanly with status 0.
+
+The model loads on a worker thread (llama.cpp releases the GIL) while the HTTP stack imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("slipstream.engine.runner")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="slipstream.engine.runner", description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, type=Path, help="path of the GGUF file")
+    p.add_argument("--model-id", required=True, help="model id served under /v1/models")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port (see the READY line)")
+    p.add_argument("--n-ctx", type=int, default=8192, help="context length of every slot")
+    p.add_argument("--parallel", type=int, default=8, help="sequences decoded together")
+    p.add_argument("--queue-size", type=int, default=64, help="requests waiting for a slot before 429")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=512, help="tokens per decode step (prefill chunk)")
+    p.add_argument("--chat-template", default="", help="jinja2 chat template; empty uses the GGUF's")
+    p.add_argument("--kv-type", choices=("f16", "q8_0"), default="f16", help="KV cache element type")
+    args = p.parse_args(argv)
+    for name in ("n_ctx", "parallel", "threads", "batch_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.queue_size < 0:
+        p.error("--queue-size must be >= 0")
+    if args.batch_size < args.parallel:
+        p.error("--batch-size must be at least --parallel (one token per sequence per step)")
+    return args
+
+
+class _Loader(threading.Thread):
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(name="slipstream-load", daemon=True)
+        self.args = args
+        self.model: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            from slipstream.engine.llama_backend import LlamaModel, ModelConfig
+
+            a = self.args
+            cfg = ModelConfig(a.model, a.n_ctx, a.parallel, a.threads, a.batch_size, a.kv_type)
+            self.model = LlamaModel(cfg)
+        except Exception as exc:  # noqa: BLE001 - reported by the main thread, which exits non-zero
+            self.error = exc
+
+
+async def serve(args: argparse.Namespace, loader: _Loader) -> int:
+    from aiohttp import web
+
+    from slipstream.engine.batching import Engine
+    from slipstream.engine.http_app import create_app, make_deliver
+    from slipstream.engine.prompt import PromptRenderer
+    from slipstream.engine.service import RunnerState
+
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    sock.listen(1024)
+    await asyncio.get_running_loop().run_in_executor(None, loader.join)
+    if loader.error is not None or loader.model is None:
+        print(f"slipstream runner: cannot load model {args.model}: {loader.error}", file=sys.stderr, flush=True)
+        return 2
+    model = loader.model
+    loop = asyncio.get_running_loop()
+    engine = Engine(model, parallel=args.parallel, queue_size=args.queue_size, deliver=make_deliver(loop))
+    template = args.chat_template or model.chat_template()
+    renderer = PromptRenderer(template, bos_token=model.token_text(model.bos), eos_token=model.token_text(model.eos))
+    state = RunnerState(args.model_id, model, engine, renderer, args.n_ctx, args.parallel, os.getpid())
+    engine.start()
+    runner = web.AppRunner(create_app(state), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    port = sock.getsockname()[1]
+    ready = {"port": port, "pid": os.getpid(), "n_ctx": args.n_ctx, "parallel": args.parallel}
+    sys.stdout.write("SLIPSTREAM_RUNNER_READY " + json.dumps(ready) + "\n")
+    sys.stdout.flush()
+    log.info("serving %s on %s:%d", args.model_id, args.host, port)
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()
+    engine.stop()
+    model.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    loader = _Loader(args)
+    loader.start()
+    try:
+        import uvloop
+
+        return int(uvloop.run(serve(args, loader)))
+    except ImportError:
+        return asyncio.run(serve(args, loader))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""A validated request → an engine ``Job``: prompt, token ids, limits, grammar and samplers.
+
+Runs on the HTTP thread (llama.cpp's tokenizer and sampler constructors are thread-safe), so
+every client error is raised here as a 400 before anything reaches the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from slipstream.engine.batching import Engine
+from slipstream.engine.grammar import request_grammar
+from slipstream.engine.jobs import Job
+from slipstream.engine.llama_backend import LlamaModel
+from slipstream.engine.params import ChatRequest, context_error
+from slipstream.engine.prompt import PromptRenderer
+from slipstream.engine.sampling import build_chain, check_grammar, free_chain
+
+
+@dataclass
+class RunnerState:
+    model_id: str
+    model: LlamaModel
+    engine: Engine
+    renderer: PromptRenderer
+    n_ctx: int
+    parallel: int
+    pid: int
+    _eog: tuple[int, ...] | None = field(default=None, repr=False)
+
+    def eog_tokens(self) -> tuple[int, ...]:
+        if self._eog is None:
+            self._eog = tuple(self.model.eog_tokens())
+        return self._eog
+
+    def tokenize_prompt(self, text: str) -> list[int]:
+        bos_text = self.renderer.bos_token
+        add_bos = self.model.add_bos and not (bos_text and text.startswith(bos_text))
+        return self.model.tokenize(text, add_special=add_bos, parse_special=True)
+
+    def prepare(self, req: ChatRequest) -> Job:
+        text = self.renderer.render(req.messages, req.tools, req.tool_choice)
+        prompt = self.tokenize_prompt(text)
+        room = self.n_ctx - len(prompt)
+        if room < (req.max_tokens or 1):
+            raise context_error(len(prompt), req.max_tokens, self.n_ctx)
+        grammar, trigger = request_grammar(req)
+        if grammar is not None:
+            check_grammar(self.model, grammar)
+        params = req.sampling
+        banned = self.eog_tokens() if req.ignore_eos else ()
+        if grammar is not None or banned:
+            params = replace(params, grammar=grammar, grammar_trigger=trigger, banned=banned)
+        chains: list[Any] = []
+        try:
+            for i in range(req.n):
+                chains.append(build_chain(self.model, params, choice=i, penalty_window=self.n_ctx))
+        except BaseException:
+            for chain in chains:
+                free_chain(chain)
+            raise
+        return Job(
+            prompt=prompt,
+            n=req.n,
+            max_tokens=req.max_tokens or room,
+            top_logprobs=req.top_logprobs if req.logprobs else None,
+            chains=chains,
+            stops=req.stop,
+        )
+
+    def discard(self, job: Job) -> None:
+        """Free the samplers of a job the engine never accepted."""
+        for seq in job.seqs:
+            free_chain(seq.chain)
+            seq.chain = None
