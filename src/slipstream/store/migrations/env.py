@@ -21,6 +21,7 @@ def _configure_and_run(connection: Connection) -> None:
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        transactional_ddl=True,  # on SQLite too: Database takes over BEGIN, so DDL is transactional
     )
     with context.begin_transaction():
         context.run_migrations()
