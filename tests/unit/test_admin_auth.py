@@ -14,6 +14,7 @@ from slipstream.auth.admin import AdminAuth
 from slipstream.config import ConfigError
 from slipstream.store.db import Database
 from slipstream.store.tables import server_state
+from tests.unit.databases import backends, fresh_database
 
 SECRET = secrets.token_bytes(32)
 
@@ -23,11 +24,10 @@ def _no_env_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLIPSTREAM_ADMIN_TOKEN", raising=False)
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(f"sqlite:///{tmp_path / 'admin.db'}")
-    yield database
-    await database.aclose()
+@pytest.fixture(params=backends())
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    async with fresh_database(request.param, tmp_path) as database:
+        yield database
 
 
 async def test_first_run_generates_a_token_once(db: Database) -> None:

@@ -27,6 +27,7 @@ from slipstream.ledger.recorder import UsageRecorder
 from slipstream.ledger.records import UsageRecord
 from slipstream.services import Services
 from slipstream.store.db import Database
+from tests.unit.databases import backends, fresh_database
 
 SECRET = secrets.token_bytes(32)
 KEYS = "/v2/gen-ai/models/api_keys"
@@ -88,10 +89,15 @@ async def _on_error(request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
+@pytest.fixture(params=backends())
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    async with fresh_database(request.param, tmp_path) as database:
+        yield database
+
+
 @pytest.fixture
-async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
+async def harness(db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
     monkeypatch.delenv("SLIPSTREAM_ADMIN_TOKEN", raising=False)
-    db = await Database.open(f"sqlite:///{tmp_path / 'control.db'}")
     admin, token = await AdminAuth.ensure(db, SECRET)
     assert token is not None
     catalog = Catalog(
@@ -107,7 +113,6 @@ async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     app.include_router(build_control_router(cast(Services, services)))
     yield Harness(app, token, services)
     await services.recorder.aclose()
-    await db.aclose()
 
 
 async def test_create_shape(harness: Harness) -> None:

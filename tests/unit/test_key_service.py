@@ -15,15 +15,15 @@ from slipstream.auth import keys
 from slipstream.auth.service import KeyService
 from slipstream.errors import AuthenticationFailed, InvalidRequest, NotFound
 from slipstream.store.db import Database
+from tests.unit.databases import backends, fresh_database
 
 SERVER_SECRET = secrets.token_bytes(32)
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(f"sqlite:///{tmp_path / 'keys.db'}")
-    yield database
-    await database.aclose()
+@pytest.fixture(params=backends())
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    async with fresh_database(request.param, tmp_path) as database:
+        yield database
 
 
 @pytest.fixture
@@ -44,6 +44,8 @@ async def test_create_then_authenticate(svc: KeyService) -> None:
 
 
 async def test_secret_is_not_stored(svc: KeyService, db: Database) -> None:
+    if db.dialect != "sqlite":
+        pytest.skip("reads the SQLite file")
     _, secret = await svc.create("a", None, created_by="admin")
     raw = _database_bytes(Path(str(db.engine.url.database)))
     assert secret.encode() not in raw

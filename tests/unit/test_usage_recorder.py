@@ -14,13 +14,13 @@ from slipstream.ledger.recorder import UsageRecorder
 from slipstream.ledger.records import UsageRecord
 from slipstream.store.db import Database
 from slipstream.store.tables import usage
+from tests.unit.databases import backends, fresh_database
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
-    yield database
-    await database.aclose()
+@pytest.fixture(params=backends())
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    async with fresh_database(request.param, tmp_path) as database:
+        yield database
 
 
 def make(request_id: str, **kw: object) -> UsageRecord:

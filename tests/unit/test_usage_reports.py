@@ -12,6 +12,7 @@ from slipstream.ledger.recorder import UsageRecorder
 from slipstream.ledger.records import UsageRecord
 from slipstream.ledger.reports import usage_report
 from slipstream.store.db import Database
+from tests.unit.databases import backends, fresh_database
 
 
 def row(rid: str, key: str, model: str, day: int, hour: int, cost: int, **kw: int) -> UsageRecord:
@@ -29,9 +30,14 @@ def row(rid: str, key: str, model: str, day: int, hour: int, cost: int, **kw: in
     )
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(f"sqlite:///{tmp_path / 'reports.db'}")
+@pytest.fixture(params=backends())
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    async with fresh_database(request.param, tmp_path) as database:
+        await _fill(database)
+        yield database
+
+
+async def _fill(database: Database) -> None:
     recorder = UsageRecorder(database)
     for rec in [
         row("1", "alice", "m-small", 1, 0, 100, cached=4),
@@ -41,8 +47,6 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     ]:
         recorder.record(rec)
     await recorder.aclose()
-    yield database
-    await database.aclose()
 
 
 async def test_by_key_sorted_by_cost(db: Database) -> None:
