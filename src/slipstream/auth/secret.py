@@ -50,17 +50,14 @@ def _read(path: Path) -> bytes:
     info = path.stat()
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
-            f"{path} is accessible to group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
-            f"run: chmod 600 {path}"
+            f"{path} is accessible to group or others (mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}"
         )
     raw = path.read_bytes()
     try:
         text = raw.decode("ascii").strip()
     except UnicodeDecodeError:  # raw random bytes written by an operator are fine too
         if len(raw) < MIN_LENGTH:
-            raise ConfigError(
-                f"{path} holds {len(raw)} bytes; the server secret needs {MIN_LENGTH}"
-            ) from None
+            raise ConfigError(f"{path} holds {len(raw)} bytes; the server secret needs {MIN_LENGTH}") from None
         return raw
     return _check_strength(text, str(path)).encode("ascii")
 

@@ -86,9 +86,7 @@ def _check_models(models: builtins.list[str] | None) -> builtins.list[str] | Non
     if models is None:
         return None
     if not models:
-        raise InvalidRequest(
-            "models must list at least one model id, or be null for all models", param="models"
-        )
+        raise InvalidRequest("models must list at least one model id, or be null for all models", param="models")
     return list(dict.fromkeys(models))
 
 
@@ -208,9 +206,7 @@ class KeyService:
 
     # -- control plane ----------------------------------------------------------------------------
 
-    async def create(
-        self, name: str, models: builtins.list[str] | None, created_by: str
-    ) -> tuple[KeyInfo, str]:
+    async def create(self, name: str, models: builtins.list[str] | None, created_by: str) -> tuple[KeyInfo, str]:
         """A new key and its plaintext secret, which is not stored and cannot be shown again."""
         name, models = _check_name(name), _check_models(models)
         secret = keys.generate_key()
@@ -264,9 +260,7 @@ class KeyService:
     async def set_models(self, uuid: str, models: builtins.list[str] | None) -> KeyInfo:
         return await self.update(uuid, models=models)
 
-    async def update(
-        self, uuid: str, *, name: str = _UNSET, models: builtins.list[str] | None = _UNSET
-    ) -> KeyInfo:
+    async def update(self, uuid: str, *, name: str = _UNSET, models: builtins.list[str] | None = _UNSET) -> KeyInfo:
         """Rename and/or re-scope in one statement; leaving both out returns the key unchanged."""
         values: dict[str, Any] = {}
         if name is not _UNSET:

@@ -15,7 +15,6 @@ from rich.table import Table
 
 from slipstream.cli.client import ApiError
 
-
 _PIPE_WIDTH = 160
 
 
