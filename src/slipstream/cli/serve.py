@@ -20,6 +20,7 @@ def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    sock.listen(2048)  # accept from now on, so the announced URL works before uvicorn is up
     sock.set_inheritable(True)
     return sock
 
@@ -69,12 +70,8 @@ async def run_server(settings: Settings) -> None:
 def serve_command(
     host: Annotated[str | None, typer.Option(help="interface to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="port to listen on; 0 picks a free one")] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="where the database and secret live")
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="a YAML or TOML settings/catalog file")
-    ] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="where the database and secret live")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="a YAML or TOML settings/catalog file")] = None,
 ) -> None:
     """Start the gateway."""
     try:

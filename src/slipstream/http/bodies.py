@@ -9,20 +9,35 @@ from starlette.requests import Request
 
 from slipstream.errors import InvalidRequest, RequestTooLarge
 
+# Bodies up to this size are read and discarded before a 413 is sent: closing a socket with
+# unread data makes the kernel send a reset, and the client would never see the 413.
+DRAIN_LIMIT = 64 * 1024 * 1024
+
 
 def _too_large(limit: int) -> RequestTooLarge:
     return RequestTooLarge(f"The request body is larger than the limit of {limit} bytes.")
 
 
+async def _drain(request: Request, already: int) -> None:
+    seen = already
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > DRAIN_LIMIT:
+            return
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
+        if int(declared) <= DRAIN_LIMIT:
+            await _drain(request, 0)
         raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
+            await _drain(request, size)
             raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
