@@ -6,30 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.support.server import LiveServer
 
 SLIPSTREAM = str(Path(sys.executable).with_name("slipstream"))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _accepting(live_server: LiveServer) -> None:
-    """Wait until the gateway accepts connections (it announces its URL just before it listens)."""
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            with urllib.request.urlopen(live_server.base_url + "/healthz", timeout=2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def run(server: LiveServer, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:

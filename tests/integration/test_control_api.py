@@ -8,28 +8,12 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-import pytest
-
 from slipstream.auth import keys
 from slipstream.ledger.pricing import format_usd
 from tests.support.server import LiveServer
 
 KEYS = "/v2/gen-ai/models/api_keys"
 INFO_FIELDS = {"uuid", "name", "created_at", "created_by", "deleted_at", "models", "prefix", "last4", "last_used_at"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _accepting(live_server: LiveServer) -> None:
-    """Wait until the gateway accepts connections (it announces its URL just before it listens)."""
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            with urllib.request.urlopen(live_server.base_url + "/healthz", timeout=2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def chat(server: LiveServer, key: str, model: str = "fake-echo") -> tuple[int, str, Any]:
