@@ -58,9 +58,7 @@ class Services:
         providers = ProviderRegistry(ProviderDeps(supervisor))
         providers.load_plugins()
         chat = ChatService(catalog, providers, recorder, metrics)
-        return cls(
-            settings, catalog, db, keys, admin, recorder, supervisor, providers, chat, metrics, first_token
-        )
+        return cls(settings, catalog, db, keys, admin, recorder, supervisor, providers, chat, metrics, first_token)
 
     async def aclose(self) -> None:
         """Stop taking work, then flush what was metered before the database goes away."""

@@ -54,9 +54,7 @@ class OpenAICompatClient:
 
     async def complete(self, payload: dict[str, Any]) -> dict[str, Any]:
         try:
-            async with self._session.post(
-                self._url, data=orjson.dumps(payload), headers=self._headers
-            ) as resp:
+            async with self._session.post(self._url, data=orjson.dumps(payload), headers=self._headers) as resp:
                 await _raise_for_status(resp)
                 result: dict[str, Any] = orjson.loads(await resp.read())
                 return result
@@ -69,9 +67,7 @@ class OpenAICompatClient:
         """Yield decoded chunks; an upstream error event is raised, never swallowed."""
         started = False
         try:
-            async with self._session.post(
-                self._url, data=orjson.dumps(payload), headers=self._headers
-            ) as resp:
+            async with self._session.post(self._url, data=orjson.dumps(payload), headers=self._headers) as resp:
                 await _raise_for_status(resp)
                 started = True
                 async for line in resp.content:

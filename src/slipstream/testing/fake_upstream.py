@@ -57,9 +57,7 @@ def _chunk(model: str, delta: dict[str, Any], finish: str | None, usage: Any = N
 def _error(status: int, message: str, type_: str, code: str) -> web.Response:
     body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
     headers = {"Retry-After": "3"} if status == 429 else {}
-    return web.Response(
-        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
-    )
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
