@@ -118,6 +118,7 @@ class ChatService:
                     if out is not None:
                         yield encode_event(out)
                 event = await anext(events, None)
+            meter.finish("ok", 200)  # before [DONE]: a client that saw the end sees the row and metrics
             yield DONE
         except SlipstreamError as exc:
             status, http_status, code = "error", exc.status, exc.code
