@@ -1,7 +1,8 @@
-"""The local model runner: one process serving one GGUF model over OpenAI-compatible HTTP.
+"""The local engine: runner processes (one model each) and the supervisor that starts and stops them.
 
-Start it with ``python -m slipstream.engine.runner``; see ``runner.py`` for the contract.
-Modules, one job each:
+``supervisor`` / ``process`` start, watch and stop runners. A runner is
+``python -m slipstream.engine.runner`` (see ``runner.py`` for its contract). Runner modules,
+one job each:
 
 - ``runner``      CLI, startup, READY line, signals.
 - ``http_app``    aiohttp routes; JSON and SSE encoding of engine events.
@@ -15,6 +16,7 @@ Modules, one job each:
 - ``jobs``        a request and its sequences as the engine sees them, and the events it emits.
 - ``sampling``    llama.cpp sampler chains and logprobs.
 - ``textstream``  incremental UTF-8 decoding with stop-string hold-back.
-- ``llama``       the llama.cpp model/context handles (ctypes), tokenizer, reusable batch.
+- ``service``     a validated request → an engine job (prompt, limits, grammar, samplers).
+- ``llama_backend`` the llama.cpp model/context handles (ctypes), tokenizer, reusable batch.
 - ``errors``      OpenAI error envelope for the runner.
 """

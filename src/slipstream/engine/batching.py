@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from slipstream.engine.jobs import ChoiceDelta, Event, Job, JobDone, JobFailed, SeqState, Sequence
 from slipstream.engine.llama_backend import LlamaModel, TokenBatch
-from slipstream.engine.sampling import free_chain, logprobs_at, sample
+from slipstream.engine.sampling import logprobs_at
 from slipstream.engine.slots import Admission, SlotTable
 
 log = logging.getLogger("slipstream.engine")
@@ -163,7 +163,8 @@ class Engine:
 
     def _sample(self, seq: Sequence, idx: int) -> None:
         job = seq.job
-        token = sample(seq.chain, self.model, idx)
+        assert seq.sampler is not None
+        token = seq.sampler.sample(self.model, idx)
         seq.generated += 1
         self.tokens_generated += 1
         if job.top_logprobs is not None:
@@ -193,8 +194,9 @@ class Engine:
     def _end(self, seq: Sequence, *, notify: bool) -> None:
         job = seq.job
         seq.state = SeqState.DONE
-        free_chain(seq.chain)
-        seq.chain = None
+        if seq.sampler is not None:
+            seq.sampler.free()
+            seq.sampler = None
         self._active.remove(seq)
         self.slots.release(self.slots.slots[seq.slot])
         self.admission.release(1)
@@ -219,8 +221,9 @@ class Engine:
     def _free_job(self, job: Job) -> None:
         """A job cancelled before it reached a slot: give back its reservation."""
         for seq in job.seqs:
-            free_chain(seq.chain)
-            seq.chain = None
+            if seq.sampler is not None:
+                seq.sampler.free()
+                seq.sampler = None
             seq.state = SeqState.DONE
         self.admission.release(job.n)
 

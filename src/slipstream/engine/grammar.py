@@ -14,6 +14,7 @@ from typing import Any
 from slipstream.engine.errors import invalid
 from slipstream.engine.params import ChatRequest, Tool
 from slipstream.engine.prompt import TOOL_CLOSE, TOOL_OPEN
+from slipstream.engine.schema_support import enforceable
 
 # the converter's string rule admits raw control characters, which strict JSON parsers reject
 _LOOSE_CHAR = 'char ::= [^"\\\\] |'
@@ -21,11 +22,14 @@ _STRICT_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
 _CALL_RULE = "slipstream-call"
 
 
-def schema_grammar(schema: dict[str, Any], *, prop_order: list[str] | None = None) -> str:
+def schema_grammar(
+    schema: dict[str, Any], *, prop_order: list[str] | None = None, param: str = "response_format.json_schema.schema"
+) -> str:
     from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
     if not schema or schema == {"type": "object"}:
         return JSON_GBNF
+    schema = enforceable(schema, param)
     try:
         gbnf = json_schema_to_gbnf(json.dumps(schema), prop_order=prop_order)
     except Exception as exc:  # the converter raises bare exceptions for schemas it cannot express
@@ -49,7 +53,7 @@ def tool_call_schema(tools: list[Tool]) -> dict[str, Any]:
 
 def tool_call_grammar(tools: list[Tool]) -> str:
     """``<tool_call>{json}</tool_call>`` with the JSON constrained to one of ``tools``."""
-    body = schema_grammar(tool_call_schema(tools), prop_order=["name", "arguments"])
+    body = schema_grammar(tool_call_schema(tools), prop_order=["name", "arguments"], param="tools")
     lines = []
     for line in body.splitlines():
         if line.startswith("root ::="):

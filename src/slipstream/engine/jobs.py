@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from slipstream.engine.sampling import TokenLogprob
+from slipstream.engine.sampling import SeqSampler, TokenLogprob
 from slipstream.engine.textstream import TextStream
 
 
@@ -52,7 +52,7 @@ class SeqState(enum.Enum):
 class Sequence:
     job: Job
     index: int
-    chain: Any  # llama_sampler*; owned, freed by the engine when the sequence ends
+    sampler: SeqSampler | None  # owned; freed by the engine when the sequence ends
     text: TextStream
     state: SeqState = SeqState.WAITING
     slot: int = -1
@@ -68,7 +68,7 @@ class Job:
     n: int
     max_tokens: int
     top_logprobs: int | None  # None: no logprobs
-    chains: list[Any]
+    samplers: list[SeqSampler]
     stops: tuple[str, ...]
     cancelled: bool = False
     cached_tokens: int = 0
@@ -76,7 +76,7 @@ class Job:
     sink: Any = None  # the HTTP side's event queue
 
     def __post_init__(self) -> None:
-        self.seqs = [Sequence(self, i, chain, TextStream(self.stops)) for i, chain in enumerate(self.chains)]
+        self.seqs = [Sequence(self, i, smpl, TextStream(self.stops)) for i, smpl in enumerate(self.samplers)]
 
     @property
     def completion_tokens(self) -> int:

@@ -37,35 +37,64 @@ class SamplingParams:
     banned: tuple[int, ...] = ()  # token ids that may never be drawn (ignore_eos bans end-of-generation)
 
 
-def build_chain(model: LlamaModel, params: SamplingParams, *, choice: int, penalty_window: int) -> Any:
-    """A new sampler chain for one sequence; the caller frees it with ``free_chain``.
+class SeqSampler:
+    """One sequence's sampler: a C chain, plus an optional grammar kept outside the chain.
 
-    Order follows llama.cpp's defaults: biases, penalties, grammar, truncation, temperature, draw.
-    Choice ``i`` of an ``n > 1`` request draws with ``seed + i`` so the choices differ but
-    the whole request stays reproducible.
+    A grammar is slow to apply to the whole vocabulary, so (as llama.cpp's own server does)
+    the chain first draws a token unconstrained; only when the grammar rejects that token is
+    the grammar applied to every candidate and the draw repeated.
     """
-    chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-    try:
-        _fill_chain(chain, model, params, choice, penalty_window)
-    except BaseException:
-        lc.llama_sampler_free(chain)
-        raise
-    return chain
+
+    def __init__(self, model: LlamaModel, params: SamplingParams, *, choice: int, penalty_window: int) -> None:
+        self.chain: Any = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        self.grammar: Any = None
+        try:
+            _fill_chain(self.chain, model, params, choice, penalty_window)
+            if params.grammar is not None:
+                self.grammar = _grammar_sampler(model, params.grammar, params.grammar_trigger)
+        except BaseException:
+            self.free()
+            raise
+
+    def sample(self, model: LlamaModel, idx: int) -> int:
+        if self.grammar is None:
+            return int(lc.llama_sampler_sample(self.chain, model.ctx, idx))
+        logits = model.logits(idx)
+        cands = _candidates(logits)
+        lc.llama_sampler_apply(self.chain, ctypes.byref(cands.array))
+        token = int(cands.array.data[cands.array.selected].id)
+        one = _Candidates(np.array([(token, logits[token], 0.0)], dtype=_TOKEN_DATA))
+        lc.llama_sampler_apply(self.grammar, ctypes.byref(one.array))
+        if math.isinf(one.array.data[0].logit):
+            cands = _candidates(logits)
+            lc.llama_sampler_apply(self.grammar, ctypes.byref(cands.array))
+            lc.llama_sampler_apply(self.chain, ctypes.byref(cands.array))
+            token = int(cands.array.data[cands.array.selected].id)
+        lc.llama_sampler_accept(self.grammar, token)
+        lc.llama_sampler_accept(self.chain, token)
+        return token
+
+    def free(self) -> None:
+        for smpl in (self.chain, self.grammar):
+            if smpl:
+                lc.llama_sampler_free(smpl)
+        self.chain = self.grammar = None
 
 
 def _fill_chain(chain: Any, model: LlamaModel, p: SamplingParams, choice: int, window: int) -> None:
+    """Order follows llama.cpp's defaults: biases, penalties, truncation, temperature, draw.
+
+    Choice ``i`` of an ``n > 1`` request draws with ``seed + i`` so the choices differ but the
+    whole request stays reproducible.
+    """
     add = lc.llama_sampler_chain_add
     biases = list(p.logit_bias) + [(t, _NEG_INF) for t in p.banned]
     if biases:
         arr = (lc.llama_logit_bias * len(biases))(*[lc.llama_logit_bias(t, b) for t, b in biases])
         add(chain, lc.llama_sampler_init_logit_bias(model.n_vocab, len(biases), arr))
     if p.repeat_penalty != 1.0 or p.presence_penalty or p.frequency_penalty:
-        add(
-            chain,
-            lc.llama_sampler_init_penalties(window, p.repeat_penalty, p.frequency_penalty, p.presence_penalty),
-        )
-    if p.grammar is not None:
-        add(chain, _grammar_sampler(model, p.grammar, p.grammar_trigger))
+        penalties = lc.llama_sampler_init_penalties(window, p.repeat_penalty, p.frequency_penalty, p.presence_penalty)
+        add(chain, penalties)
     if p.temperature <= 0.0:
         add(chain, lc.llama_sampler_init_greedy())
         return
@@ -92,17 +121,28 @@ def _grammar_sampler(model: LlamaModel, grammar: str, trigger: str | None) -> An
 
 def check_grammar(model: LlamaModel, grammar: str) -> None:
     """Compile a grammar once on the request thread so a bad schema is a 400, not a stream error."""
-    smpl = _grammar_sampler(model, grammar, None)
-    lc.llama_sampler_free(smpl)
+    lc.llama_sampler_free(_grammar_sampler(model, grammar, None))
 
 
-def free_chain(chain: Any) -> None:
-    if chain:
-        lc.llama_sampler_free(chain)
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
 
-def sample(chain: Any, model: LlamaModel, idx: int) -> int:
-    return int(lc.llama_sampler_sample(chain, model.ctx, idx))
+class _Candidates:
+    """A ``llama_token_data_array`` over a numpy buffer that stays alive with it."""
+
+    def __init__(self, data: np.ndarray[Any, Any]) -> None:
+        self.data = data
+        self.array = lc.llama_token_data_array(
+            data=data.ctypes.data_as(lc.llama_token_data_p), size=len(data), selected=-1, sorted=False
+        )
+
+
+def _candidates(logits: np.ndarray[Any, Any]) -> _Candidates:
+    data = np.empty(len(logits), dtype=_TOKEN_DATA)
+    data["id"] = np.arange(len(logits), dtype=np.int32)
+    data["logit"] = logits
+    data["p"] = 0.0
+    return _Candidates(data)
 
 
 @dataclass(frozen=True, slots=True)

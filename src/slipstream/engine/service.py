@@ -7,7 +7,6 @@ every client error is raised here as a 400 before anything reaches the engine.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from slipstream.engine.batching import Engine
 from slipstream.engine.grammar import request_grammar
@@ -15,7 +14,7 @@ from slipstream.engine.jobs import Job
 from slipstream.engine.llama_backend import LlamaModel
 from slipstream.engine.params import ChatRequest, context_error
 from slipstream.engine.prompt import PromptRenderer
-from slipstream.engine.sampling import build_chain, check_grammar, free_chain
+from slipstream.engine.sampling import SeqSampler, check_grammar
 
 
 @dataclass
@@ -52,25 +51,26 @@ class RunnerState:
         banned = self.eog_tokens() if req.ignore_eos else ()
         if grammar is not None or banned:
             params = replace(params, grammar=grammar, grammar_trigger=trigger, banned=banned)
-        chains: list[Any] = []
+        samplers: list[SeqSampler] = []
         try:
             for i in range(req.n):
-                chains.append(build_chain(self.model, params, choice=i, penalty_window=self.n_ctx))
+                samplers.append(SeqSampler(self.model, params, choice=i, penalty_window=self.n_ctx))
         except BaseException:
-            for chain in chains:
-                free_chain(chain)
+            for smpl in samplers:
+                smpl.free()
             raise
         return Job(
             prompt=prompt,
             n=req.n,
             max_tokens=req.max_tokens or room,
             top_logprobs=req.top_logprobs if req.logprobs else None,
-            chains=chains,
+            samplers=samplers,
             stops=req.stop,
         )
 
     def discard(self, job: Job) -> None:
         """Free the samplers of a job the engine never accepted."""
         for seq in job.seqs:
-            free_chain(seq.chain)
-            seq.chain = None
+            if seq.sampler is not None:
+                seq.sampler.free()
+                seq.sampler = None
