@@ -15,7 +15,7 @@ from slipstream import __version__
 from slipstream.errors import InvalidRequest, MethodNotAllowed, NotFound, SlipstreamError
 from slipstream.http.control_routes import build_control_router
 from slipstream.http.middleware import RequestIdMiddleware
-from slipstream.http.openai_routes import build_openai_router, json_response
+from slipstream.http.openai_routes import build_openai_routes, json_response
 from slipstream.http.runner_routes import build_runner_router
 from slipstream.services import Services
 
@@ -75,7 +75,7 @@ def create_app(services: Services) -> FastAPI:
         services.metrics.set_runners(await services.supervisor.status())
         return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(build_openai_router(services))
+    app.router.routes.extend(build_openai_routes(services))
     app.include_router(build_control_router(services))
     app.include_router(build_runner_router(services))
     return app

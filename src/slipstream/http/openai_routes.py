@@ -1,13 +1,17 @@
-"""The data plane: OpenAI-compatible routes. Thin: parse, call the service, encode."""
+"""The data plane: OpenAI-compatible routes. Thin: parse, call the service, encode.
+
+These are plain Starlette routes rather than FastAPI ones: the hot path needs no dependency
+injection, and skipping it saves a measurable share of each request's CPU time.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from slipstream.catalog import ModelEntry
 from slipstream.errors import ModelNotFound
@@ -25,24 +29,20 @@ def _model_object(entry: ModelEntry) -> dict[str, Any]:
     return {"id": entry.id, "object": "model", "created": entry.created, "owned_by": entry.owned_by}
 
 
-def build_openai_router(services: Services) -> APIRouter:
-    router = APIRouter(prefix="/v1")
-
-    @router.get("/models")
+def build_openai_routes(services: Services) -> list[Route]:
     async def list_models(request: Request) -> Response:
         principal = await model_key_principal(request, services)
         data = [_model_object(e) for e in services.catalog.entries() if principal.may_use(e.id)]
         return json_response({"object": "list", "data": data})
 
-    @router.get("/models/{model_id:path}")
-    async def get_model(request: Request, model_id: str) -> Response:
+    async def get_model(request: Request) -> Response:
         principal = await model_key_principal(request, services)
+        model_id = request.path_params["model_id"]
         entry = services.catalog.get(model_id)
         if entry is None or not principal.may_use(entry.id):
             raise ModelNotFound(model_id)
         return json_response(_model_object(entry))
 
-    @router.post("/chat/completions")
     async def chat_completions(request: Request) -> Response:
         principal = await model_key_principal(request, services)
         body = await read_json(request, services.settings.max_body_bytes)
@@ -52,4 +52,8 @@ def build_openai_router(services: Services) -> APIRouter:
             return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
         return json_response(await services.chat.complete(prepared))
 
-    return router
+    return [
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    ]

@@ -55,7 +55,8 @@ class ChatService:
 
     def _meter(self, prepared: PreparedCall, *, stream: bool) -> UsageMeter:
         call = prepared.call
-        return UsageMeter(self._recorder, self._metrics, prepared.principal, call.entry, call.request_id, stream=stream)
+        metrics = self._metrics.for_model(call.entry.id)
+        return UsageMeter(self._recorder, metrics, prepared.principal, call.entry, call.request_id, stream=stream)
 
     async def complete(self, prepared: PreparedCall) -> dict[str, Any]:
         meter = self._meter(prepared, stream=False)

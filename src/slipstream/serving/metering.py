@@ -10,7 +10,7 @@ from slipstream.catalog import ModelEntry
 from slipstream.ledger.pricing import cost_picousd
 from slipstream.ledger.recorder import UsageRecorder
 from slipstream.ledger.records import UsageRecord
-from slipstream.observability.metrics import Metrics
+from slipstream.observability.metrics import ModelMetrics
 
 
 class UsageMeter:
@@ -24,7 +24,7 @@ class UsageMeter:
     def __init__(
         self,
         recorder: UsageRecorder,
-        metrics: Metrics,
+        metrics: ModelMetrics,
         principal: Principal,
         entry: ModelEntry,
         request_id: str,
@@ -59,9 +59,9 @@ class UsageMeter:
         now = time.perf_counter()
         if self.first_token_at is None:
             self.first_token_at = now
-            self._metrics.ttft.labels(self._entry.id).observe(now - self._started)
+            self._metrics.ttft.observe(now - self._started)
         else:
-            self._metrics.itl.labels(self._entry.id).observe(now - self._last_token_at)
+            self._metrics.itl.observe(now - self._last_token_at)
         self._last_token_at = now
 
     @property
@@ -97,12 +97,12 @@ class UsageMeter:
         )
 
     def _observe(self, status: str, now: float, cost: int) -> None:
-        m, model = self._metrics, self._entry.id
-        m.requests.labels(model, status).inc()
-        m.request_latency.labels(model).observe(now - self._started)
-        m.tokens.labels(model, "prompt").inc(self.prompt_tokens - self.cached_tokens)
-        m.tokens.labels(model, "cached_prompt").inc(self.cached_tokens)
-        m.tokens.labels(model, "completion").inc(self.completion_tokens)
-        m.spend.labels(model).inc(cost / 1e12)
+        m = self._metrics
+        m.requests(status).inc()
+        m.request_latency.observe(now - self._started)
+        m.prompt_tokens.inc(self.prompt_tokens - self.cached_tokens)
+        m.cached_tokens.inc(self.cached_tokens)
+        m.completion_tokens.inc(self.completion_tokens)
+        m.spend.inc(cost / 1e12)
         if self.first_token_at is not None and self.completion_tokens > 1 and now > self.first_token_at:
-            m.output_rate.labels(model).observe((self.completion_tokens - 1) / (now - self.first_token_at))
+            m.output_rate.observe((self.completion_tokens - 1) / (now - self.first_token_at))
