@@ -56,6 +56,8 @@ async def run_server(settings: Settings) -> None:
             loop="none",
             lifespan="off",
             access_log=False,
+            proxy_headers=False,
+            server_header=False,
             log_level=settings.log_level,
             timeout_graceful_shutdown=10,
         )

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from slipstream.catalog import ModelEntry
 from slipstream.errors import ModelUnavailable, SlipstreamError, UpstreamError, from_envelope
@@ -46,7 +47,7 @@ class OpenAICompatClient:
     """Chat completions against one OpenAI-compatible base URL (ending in ``/v1``)."""
 
     def __init__(self, base_url: str, session: aiohttp.ClientSession, api_key: str | None = None) -> None:
-        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._url = URL(base_url.rstrip("/") + "/chat/completions")  # parsed once, not per request
         self._session = session
         self._headers = {"Content-Type": "application/json"}
         if api_key:
