@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -128,3 +131,20 @@ def test_disconnect_frees_the_slot(sdk: OpenAI, engine_server: LiveServer) -> No
                 break
     wait_for(lambda: runners(engine_server)["single-slot"]["slots_in_use"] == 0, timeout=2.0)
     assert sdk.chat.completions.create(model="single-slot", messages=HELLO, max_tokens=2).choices
+
+
+def test_models_ps_cli_shows_the_loaded_runner(sdk: OpenAI, engine_server: LiveServer) -> None:
+    sdk.chat.completions.create(model="twin", messages=HELLO, max_tokens=2)
+    pid = runners(engine_server)["twin"]["pid"]
+    env = {
+        **os.environ,
+        "SLIPSTREAM_API_URL": engine_server.base_url,
+        "SLIPSTREAM_ADMIN_TOKEN": engine_server.admin_token,
+    }
+    cli = str(Path(sys.executable).with_name("slipstream"))
+    table = subprocess.run([cli, "models", "ps"], capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert table.returncode == 0, table.stderr
+    assert "twin" in table.stdout and str(pid) in table.stdout and "forever" in table.stdout
+    assert "0/2" in table.stdout and "1024" in table.stdout and "MiB" in table.stdout
+    raw = subprocess.run([cli, "models", "ps", "-o", "json"], capture_output=True, text=True, env=env, timeout=60)
+    assert json.loads(raw.stdout)["runners"][0]["pid"] == pid

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import typer
@@ -16,6 +17,25 @@ regions_app = typer.Typer(help="Regions this deployment serves.", no_args_is_hel
 def _mib(row: dict[str, Any]) -> str:
     rss = row.get("rss_bytes")
     return "" if rss is None else f"{int(rss) / 2**20:.0f} MiB"
+
+
+def _ago(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _since(row: dict[str, Any]) -> str:
+    loaded = datetime.fromtimestamp(float(row.get("loaded_at", 0)), tz=UTC)
+    return loaded.strftime("%Y-%m-%d %H:%M:%S") + " UTC"
+
+
+def _keep_alive(row: dict[str, Any]) -> str:
+    keep = float(row.get("keep_alive_s", 0))
+    return "forever" if keep < 0 else _ago(keep)
 
 
 @models_app.command("list")
@@ -64,13 +84,15 @@ def running(
             ("Model", "model"),
             ("PID", "pid"),
             ("Memory", _mib),
-            ("Active", lambda r: "yes" if r.get("active") else "no"),
-            ("Idle (s)", "idle_for_s"),
-            ("Keep alive (s)", "keep_alive_s"),
-            ("Slots", lambda r: f"{r.get('slots_in_use', 0)}/{r.get('parallel', '?')}"),
+            ("Loaded since", _since),
+            ("Idle for", lambda r: _ago(float(r.get("idle_for_s", 0))) if not r.get("active") else "busy"),
+            ("Active", "active"),
             ("Queued", "queued"),
+            ("Context", "context_length"),
+            ("Slots", lambda r: f"{r.get('slots_in_use', 0)}/{r.get('parallel', '?')}"),
+            ("Keep alive", _keep_alive),
         ],
-        right=("PID", "Memory", "Idle (s)", "Keep alive (s)", "Queued"),
+        right=("PID", "Memory", "Active", "Queued", "Context", "Slots"),
         empty="No models are loaded.",
     )
 
