@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from openai import OpenAI
 
+from tests.support.postgres import Cluster, start_cluster
 from tests.support.server import LiveServer, run_server
 
 FIXTURES = Path(__file__).parent / "fixtures"
+POSTGRES_ENV = "SLIPSTREAM_TEST_POSTGRES_URL"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start PostgreSQL before collection, since store tests are parametrized by backend."""
+    if os.environ.get(POSTGRES_ENV) or os.environ.get("SLIPSTREAM_TEST_NO_POSTGRES"):
+        return
+    cluster = start_cluster()
+    if cluster is not None:
+        config.stash[_CLUSTER] = cluster
+        os.environ[POSTGRES_ENV] = cluster.url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    cluster = config.stash.get(_CLUSTER, None)
+    if cluster is not None:
+        cluster.stop()
+
+
+_CLUSTER = pytest.StashKey[Cluster]()
 
 
 @pytest.fixture(scope="session")

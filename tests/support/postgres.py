@@ -1,0 +1,73 @@
+"""A throwaway PostgreSQL cluster on loopback for the store tests, when the server binaries exist.
+
+initdb refuses to run as root, so as root the cluster is owned by the ``postgres`` system user
+that Debian's package creates.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Cluster:
+    datadir: Path
+    port: int
+    pg_ctl: str
+    user: str | None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        _run(self.user, [self.pg_ctl, "-D", str(self.datadir), "-m", "immediate", "-w", "stop"], check=False)
+        shutil.rmtree(self.datadir.parent, ignore_errors=True)
+
+
+def _bindir() -> Path | None:
+    found = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))), None)
+    return Path(os.path.realpath(found)).parent if found else None
+
+
+def _run(user: str | None, args: list[str], check: bool = True) -> None:
+    command = ["runuser", "-u", user, "--", *args] if user else args
+    subprocess.run(command, check=check, capture_output=True, timeout=120)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_cluster() -> Cluster | None:
+    """Start a cluster, or return None when PostgreSQL is not installed here."""
+    bindir = _bindir()
+    if bindir is None:
+        return None
+    user = None
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return None
+        user = "postgres"
+    root = Path(tempfile.mkdtemp(prefix="slipstream-pg-"))
+    datadir = root / "data"
+    if user:
+        shutil.chown(root, user)
+    port = _free_port()
+    _run(user, [str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "-A", "trust", "--no-sync"])
+    options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c full_page_writes=off"
+    pg_ctl = str(bindir / "pg_ctl")
+    _run(user, [pg_ctl, "-D", str(datadir), "-o", options, "-l", str(root / "log"), "-w", "start"])
+    return Cluster(datadir, port, pg_ctl, user)
