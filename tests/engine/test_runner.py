@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -219,6 +223,14 @@ def test_n_choices(client: OpenAI) -> None:
     assert len({c.message.content for c in r.choices}) > 1
 
 
+def test_n_greedy_choices_share_the_prompt_kv(client: OpenAI) -> None:
+    """Choices 1.. start from a KV copy of choice 0's prefill; greedy decoding must not notice."""
+    msgs = [{"role": "user", "content": "List three fruits."}]
+    one = client.chat.completions.create(model="m", messages=msgs, max_tokens=12, temperature=0)  # type: ignore[arg-type]
+    two = client.chat.completions.create(model="m", messages=msgs, max_tokens=12, temperature=0, n=2)  # type: ignore[arg-type]
+    assert [c.message.content for c in two.choices] == [one.choices[0].message.content] * 2
+
+
 def test_logprobs_shape(client: OpenAI) -> None:
     r = client.chat.completions.create(
         model="m", messages=QUESTION, max_tokens=6, temperature=0, logprobs=True, top_logprobs=3,
@@ -393,3 +405,21 @@ def test_queue_full_is_429() -> None:
         assert st["active"] == 1 and st["queued"] == 1
         assert code == 429 and retry_after == "1"
         assert data["error"]["type"] == "rate_limit_error" and data["error"]["code"] == "rate_limit_exceeded"
+        r.proc.send_signal(signal.SIGTERM)
+        assert r.proc.wait(10) == 0, "SIGTERM is a clean exit"
+
+
+def test_unloadable_model_exits_non_zero(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"not a gguf")
+    cmd = [sys.executable, "-m", "slipstream.engine.runner", "--model", str(bogus), "--model-id", "x"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and done.stdout == ""
+    assert "cannot load model" in done.stderr and str(bogus) in done.stderr
+
+
+def test_unknown_model_detail_is_404(runner: Runner) -> None:
+    assert get_json(runner.base + "/v1/models/smollm2")["id"] == "smollm2"
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        get_json(runner.base + "/v1/models/gpt-9")
+    assert exc.value.code == 404 and json.loads(exc.value.read())["error"]["code"] == "model_not_found"

@@ -1,8 +1,9 @@
 """Continuous batching: one thread owns the llama context and runs the decode loop.
 
 Every step packs one token for each generating sequence plus prompt chunks of newly admitted
-sequences (up to ``batch_size`` tokens in all) into one ``llama_decode`` call, so a long
-prompt joins without stalling running streams for more than one chunk. After the step each
+sequences into one ``llama_decode`` call. While other sequences are generating, prompts get at
+most ``prefill_chunk`` tokens per step, so a long prompt joining never stalls running streams
+for more than one short chunk; with nothing generating, a step takes up to ``batch_size``. After the step each
 sequence that produced logits samples its next token through its own C sampler chain.
 Events for the HTTP loop are handed over once per step.
 """
@@ -25,8 +26,11 @@ Deliver = Callable[[list[tuple[Job, list[Event]]]], None]
 
 
 class Engine:
-    def __init__(self, model: LlamaModel, *, parallel: int, queue_size: int, deliver: Deliver) -> None:
+    def __init__(
+        self, model: LlamaModel, *, parallel: int, queue_size: int, deliver: Deliver, prefill_chunk: int = 64
+    ) -> None:
         self.model = model
+        self.prefill_chunk = prefill_chunk
         self.admission = Admission(parallel, queue_size)
         self.slots = SlotTable(parallel)
         self._batch = TokenBatch(model.config.batch_size)
@@ -119,11 +123,13 @@ class Engine:
         for seq in self._active:
             if seq.state is SeqState.DECODE:
                 decoding.append((seq, batch.add(seq.next_token, seq.n_past, seq.slot)))
+        budget = batch.room if not decoding else min(batch.room, self.prefill_chunk)
         for seq in self._active:
-            if seq.state is not SeqState.PREFILL or batch.room == 0:
+            if seq.state is not SeqState.PREFILL or budget == 0:
                 continue
             prompt = seq.job.prompt
-            chunk = prompt[seq.n_past : seq.n_past + batch.room]
+            chunk = prompt[seq.n_past : seq.n_past + budget]
+            budget -= len(chunk)
             last = seq.n_past + len(chunk) == len(prompt)
             idx = batch.add_run(chunk, seq.n_past, seq.slot, last)
             prefilling.append((seq, len(chunk), idx if last else -1))

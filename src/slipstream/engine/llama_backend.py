@@ -16,6 +16,8 @@ from typing import Any
 import llama_cpp as lc
 import numpy as np
 
+from slipstream.engine.threadpool import Threadpool
+
 _LOG_ERROR = 4  # ggml_log_level GGML_LOG_LEVEL_ERROR
 _KV_TYPES = {"f16": 1, "q8_0": 8}  # ggml_type ids
 
@@ -73,6 +75,7 @@ class LlamaModel:
         self.n_ctx_seq = int(lc.llama_n_ctx_seq(self.ctx))
         if self.n_ctx_seq < config.n_ctx:
             raise ModelLoadError(f"context per sequence is {self.n_ctx_seq}, below --n-ctx {config.n_ctx}")
+        self._pool = Threadpool(self.ctx, config.threads)
         self.memory = lc.llama_get_memory(self.ctx)
         self.vocab = lc.llama_model_get_vocab(self.model)
         self.n_vocab = int(lc.llama_vocab_n_tokens(self.vocab))
@@ -169,6 +172,7 @@ class LlamaModel:
         lc.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
 
     def close(self) -> None:
+        self._pool.close()
         if self.ctx:
             lc.llama_free(self.ctx)
             self.ctx = None

@@ -3,8 +3,8 @@
 Contract with the supervisor:
 
 - flags: ``--model PATH --model-id ID [--host 127.0.0.1] [--port 0] [--n-ctx 8192]
-  [--parallel 8] [--queue-size 64] [--threads 2] [--batch-size 512] [--chat-template JINJA]
-  [--kv-type f16|q8_0]``; ``--n-ctx`` is the context every slot gets;
+  [--parallel 8] [--queue-size 64] [--threads 2] [--batch-size 512] [--prefill-chunk 64]
+  [--chat-template JINJA] [--kv-type f16|q8_0]``; ``--n-ctx`` is the context every slot gets;
 - when serving, exactly one stdout line ``SLIPSTREAM_RUNNER_READY {"port", "pid", "n_ctx",
   "parallel"}``; all logs go to stderr;
 - a model that cannot be loaded exits with status 2 and a message on stderr;
@@ -40,11 +40,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--parallel", type=int, default=8, help="sequences decoded together")
     p.add_argument("--queue-size", type=int, default=64, help="requests waiting for a slot before 429")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=512, help="tokens per decode step (prefill chunk)")
+    p.add_argument("--batch-size", type=int, default=512, help="max tokens per decode step")
+    p.add_argument(
+        "--prefill-chunk", type=int, default=64, help="prompt tokens per step while other sequences generate"
+    )
     p.add_argument("--chat-template", default="", help="jinja2 chat template; empty uses the GGUF's")
     p.add_argument("--kv-type", choices=("f16", "q8_0"), default="f16", help="KV cache element type")
     args = p.parse_args(argv)
-    for name in ("n_ctx", "parallel", "threads", "batch_size"):
+    for name in ("n_ctx", "parallel", "threads", "batch_size", "prefill_chunk"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.queue_size < 0:
@@ -90,7 +93,13 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
         return 2
     model = loader.model
     loop = asyncio.get_running_loop()
-    engine = Engine(model, parallel=args.parallel, queue_size=args.queue_size, deliver=make_deliver(loop))
+    engine = Engine(
+        model,
+        parallel=args.parallel,
+        queue_size=args.queue_size,
+        deliver=make_deliver(loop),
+        prefill_chunk=args.prefill_chunk,
+    )
     template = args.chat_template or model.chat_template()
     renderer = PromptRenderer(template, bos_token=model.token_text(model.bos), eos_token=model.token_text(model.eos))
     state = RunnerState(args.model_id, model, engine, renderer, args.n_ctx, args.parallel, os.getpid())
