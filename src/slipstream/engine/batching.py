@@ -86,6 +86,11 @@ class Engine:
                 log.exception("engine step failed; failing the active requests")
                 self._fail_all("internal error in the inference engine")
             self._flush()
+        self._fail_all("the model runner is shutting down")
+        for job in self.admission.drain():
+            self._discard(job)
+            self._outbox.setdefault(job, []).append(JobFailed("the model runner is shutting down"))
+        self._flush()
 
     def _start_job(self, job: Job) -> None:
         if job.cancelled:
@@ -226,12 +231,16 @@ class Engine:
 
     def _free_job(self, job: Job) -> None:
         """A job cancelled before it reached a slot: give back its reservation."""
+        self._discard(job)
+        self.admission.release(job.n)
+
+    @staticmethod
+    def _discard(job: Job) -> None:
         for seq in job.seqs:
             if seq.sampler is not None:
                 seq.sampler.free()
                 seq.sampler = None
             seq.state = SeqState.DONE
-        self.admission.release(job.n)
 
     def _flush(self) -> None:
         if self._outbox:

@@ -33,7 +33,7 @@ class ModelConfig:
     parallel: int
     threads: int
     batch_size: int
-    kv_type: str = "f16"
+    kv_type: str = "q8_0"
 
 
 def _log_errors_only(level: int, text: bytes, _user: Any) -> None:

@@ -4,7 +4,7 @@ Contract with the supervisor:
 
 - flags: ``--model PATH --model-id ID [--host 127.0.0.1] [--port 0] [--n-ctx 8192]
   [--parallel 8] [--queue-size 64] [--threads 2] [--batch-size 512] [--prefill-chunk 64]
-  [--chat-template JINJA] [--kv-type f16|q8_0]``; ``--n-ctx`` is the context every slot gets;
+  [--chat-template JINJA] [--kv-type q8_0|f16]``; ``--n-ctx`` is the context every slot gets;
 - when serving, exactly one stdout line ``SLIPSTREAM_RUNNER_READY {"port", "pid", "n_ctx",
   "parallel"}``; all logs go to stderr;
 - a model that cannot be loaded exits with status 2 and a message on stderr;
@@ -45,7 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--prefill-chunk", type=int, default=64, help="prompt tokens per step while other sequences generate"
     )
     p.add_argument("--chat-template", default="", help="jinja2 chat template; empty uses the GGUF's")
-    p.add_argument("--kv-type", choices=("f16", "q8_0"), default="f16", help="KV cache element type")
+    p.add_argument(
+        "--kv-type", choices=("q8_0", "f16"), default="q8_0", help="KV cache type; q8_0 halves memory and cold start"
+    )
     args = p.parse_args(argv)
     for name in ("n_ctx", "parallel", "threads", "batch_size", "prefill_chunk"):
         if getattr(args, name) < 1:
@@ -104,7 +106,7 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
     renderer = PromptRenderer(template, bos_token=model.token_text(model.bos), eos_token=model.token_text(model.eos))
     state = RunnerState(args.model_id, model, engine, renderer, args.n_ctx, args.parallel, os.getpid())
     engine.start()
-    runner = web.AppRunner(create_app(state), handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(create_app(state), handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     await web.SockSite(runner, sock).start()
     stop = asyncio.Event()
@@ -117,8 +119,9 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
     log.info("serving %s on %s:%d", args.model_id, args.host, port)
     await stop.wait()
     log.info("shutting down")
+    await loop.run_in_executor(None, engine.stop)  # in-flight requests end with an error event
+    await asyncio.sleep(0.05)
     await runner.cleanup()
-    engine.stop()
     model.close()
     return 0
 

@@ -121,6 +121,13 @@ class Admission:
         with self.cond:
             self.cond.notify()
 
+    def drain(self) -> list[Job]:
+        """Shutdown: every job not yet on a slot, in order."""
+        with self.cond:
+            jobs = [*self._ready, *self._waiting]
+            self._ready, self._waiting = [], deque()
+            return jobs
+
     @property
     def queued(self) -> int:
         return len(self._waiting)
