@@ -193,6 +193,28 @@ def test_seed_determinism(client: OpenAI) -> None:
     assert a != c
 
 
+def test_every_sampling_knob_is_honoured(client: OpenAI) -> None:
+    banned = 28  # a token id the biased request can never produce
+    r = client.chat.completions.create(
+        model="m", messages=QUESTION, max_tokens=12, temperature=0.7, top_p=0.9, seed=3,
+        frequency_penalty=0.5, presence_penalty=0.3, logit_bias={str(banned): -100}, logprobs=True,
+        extra_body={"top_k": 20, "min_p": 0.05, "repeat_penalty": 1.1, "ignore_eos": True},
+    )  # fmt: skip
+    assert r.choices[0].finish_reason == "length" and r.usage is not None and r.usage.completion_tokens == 12
+    forced = client.chat.completions.create(
+        model="m", messages=QUESTION, max_tokens=3, temperature=0, logit_bias={str(banned): 100}
+    )
+    piece = bytes(
+        client.chat.completions.create(
+            model="m", messages=QUESTION, max_tokens=1, temperature=0, logit_bias={str(banned): 100}, logprobs=True
+        )
+        .choices[0]
+        .logprobs.content[0]
+        .bytes  # type: ignore[union-attr, index]
+    ).decode()
+    assert forced.choices[0].message.content == piece * 3
+
+
 def test_stop_strings_never_leak(client: OpenAI) -> None:
     base = client.chat.completions.create(model="m", messages=QUESTION, max_tokens=24, temperature=0)
     full = base.choices[0].message.content or ""

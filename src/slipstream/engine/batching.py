@@ -178,12 +178,12 @@ class Engine:
         token = seq.sampler.sample(self.model, idx)
         seq.generated += 1
         self.tokens_generated += 1
-        if job.top_logprobs is not None:
-            seq.pending_logprobs.append(logprobs_at(self.model, idx, token, job.top_logprobs))
         finish: str | None = None
-        if self.model.is_eog(token):
+        if self.model.is_eog(token):  # counted as generated, but not part of the text or its logprobs
             finish, text = "stop", seq.text.flush()
         else:
+            if job.top_logprobs is not None:
+                seq.pending_logprobs.append(logprobs_at(self.model, idx, token, job.top_logprobs))
             text, stopped = seq.text.push(self.model.piece(token))
             if stopped:
                 finish = "stop"

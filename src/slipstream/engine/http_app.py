@@ -8,6 +8,7 @@ job is cancelled and the engine frees its slot at the next step.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from typing import Any
@@ -32,6 +33,7 @@ from slipstream.engine.service import RunnerState
 from slipstream.engine.tool_calls import ChoiceOutput
 
 STATE = web.AppKey("state", RunnerState)
+log = logging.getLogger("slipstream.engine.http")
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -240,8 +242,22 @@ def _sse(data: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(data) + b"\n\n"
 
 
+@web.middleware
+async def openai_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Any failure leaves as an OpenAI envelope, never as aiohttp's HTML error page."""
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except web.HTTPException as exc:
+        kind = "invalid_request_error" if exc.status < 500 else "server_error"
+        code = "not_found" if exc.status == 404 else None
+        return json_response(EngineError(exc.reason, status=exc.status, type=kind, code=code).envelope(), exc.status)
+    except Exception as exc:
+        log.exception("request failed")
+        return error_response(internal(f"internal error: {type(exc).__name__}"))
+
+
 def create_app(state: RunnerState) -> web.Application:
-    app = web.Application(client_max_size=32 * 1024 * 1024)
+    app = web.Application(client_max_size=32 * 1024 * 1024, middlewares=[openai_errors])
     app[STATE] = state
     app.router.add_get("/health", health)
     app.router.add_get("/status", status)

@@ -93,7 +93,9 @@ def _fill_chain(chain: Any, model: LlamaModel, p: SamplingParams, choice: int, w
         arr = (lc.llama_logit_bias * len(biases))(*[lc.llama_logit_bias(t, b) for t, b in biases])
         add(chain, lc.llama_sampler_init_logit_bias(model.n_vocab, len(biases), arr))
     if p.repeat_penalty != 1.0 or p.presence_penalty or p.frequency_penalty:
-        penalties = lc.llama_sampler_init_penalties(window, p.repeat_penalty, p.frequency_penalty, p.presence_penalty)
+        penalties = lc.llama_sampler_init_penalties(
+            model.n_vocab, window, p.repeat_penalty, p.frequency_penalty, p.presence_penalty
+        )
         add(chain, penalties)
     if p.temperature <= 0.0:
         add(chain, lc.llama_sampler_init_greedy())
