@@ -355,6 +355,39 @@ def test_tool_choice_required(client: OpenAI) -> None:
     assert deltas[-1].finish_reason == "tool_calls"
 
 
+def test_named_tool_and_auto_with_tool_history(client: OpenAI) -> None:
+    other = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
+    msgs: list[Any] = [{"role": "user", "content": "What's the weather in Oslo?"}]
+    named = client.chat.completions.create(
+        model="m", messages=msgs, tools=[other, WEATHER_TOOL], max_tokens=40, temperature=0,  # type: ignore[list-item]
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    )  # fmt: skip
+    (call,) = named.choices[0].message.tool_calls or []
+    assert call.function.name == "get_weather" and "city" in json.loads(call.function.arguments)
+    history = [
+        *msgs,
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "Rain, 7 C"},
+    ]
+    stream = client.chat.completions.create(
+        model="m",
+        messages=history,
+        tools=[other, WEATHER_TOOL],
+        max_tokens=24,
+        temperature=0,
+        stream=True,  # type: ignore[list-item]
+    )
+    chunks = [ch.choices[0] for ch in stream if ch.choices]
+    reason = chunks[-1].finish_reason
+    calls = [tc for ch in chunks for tc in ch.delta.tool_calls or []]
+    text = "".join(ch.delta.content or "" for ch in chunks)
+    assert reason in ("stop", "length", "tool_calls")
+    if reason == "tool_calls":
+        assert calls and calls[0].function and calls[0].function.name in ("get_weather", "get_time")
+    else:
+        assert text and not calls and "<tool_call>" not in text
+
+
 def test_context_length_exceeded(client: OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as exc:
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "word " * 2100}])

@@ -10,7 +10,8 @@ Contract with the supervisor:
 - a model that cannot be loaded exits with status 2 and a message on stderr;
 - SIGTERM / SIGINT stop it cleanly with status 0.
 
-The model loads on a worker thread (llama.cpp releases the GIL) while the HTTP stack imports.
+The model loads on a worker thread; the HTTP stack imports while llama.cpp works in C with
+the GIL released.
 """
 
 from __future__ import annotations
@@ -65,11 +66,14 @@ class _Loader(threading.Thread):
         self.args = args
         self.model: Any = None
         self.error: BaseException | None = None
+        self.imported = threading.Event()
 
     def run(self) -> None:
         try:
-            from slipstream.engine.llama_backend import LlamaModel, ModelConfig
-
+            try:
+                from slipstream.engine.llama_backend import LlamaModel, ModelConfig
+            finally:
+                self.imported.set()
             a = self.args
             cfg = ModelConfig(a.model, a.n_ctx, a.parallel, a.threads, a.batch_size, a.kv_type)
             self.model = LlamaModel(cfg)
@@ -78,6 +82,8 @@ class _Loader(threading.Thread):
 
 
 async def serve(args: argparse.Namespace, loader: _Loader) -> int:
+    # import the HTTP stack while llama.cpp loads in C (GIL released), not while llama_cpp imports
+    loader.imported.wait()
     from aiohttp import web
 
     from slipstream.engine.batching import Engine
