@@ -56,6 +56,11 @@ def test_harmless_fields_pass() -> None:
     parse(user="u", metadata={"a": "b"}, store=False, service_tier="auto", parallel_tool_calls=True)
 
 
+def test_null_means_not_set() -> None:
+    req = parse(functions=None, temperature=None, stop=None, tools=None, tool_choice=None, n=None, seed=None)
+    assert req.sampling.temperature == 1.0 and req.n == 1 and req.tool_choice == "none"
+
+
 def test_max_tokens_and_max_completion_tokens_take_the_smaller() -> None:
     assert parse(max_tokens=50, max_completion_tokens=20).max_tokens == 20
 

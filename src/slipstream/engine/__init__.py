@@ -9,6 +9,7 @@ one job each:
 - ``params``      request validation into a ``ChatRequest`` (OpenAI errors name the param).
 - ``prompt``      messages (+ tools) → prompt text via the GGUF's jinja2 chat template.
 - ``grammar``     response_format / tool schemas → GBNF.
+- ``schema_support`` refuses JSON-schema keywords the grammar cannot enforce.
 - ``tool_calls``  tool-call detection and argument streaming from generated text.
 - ``responses``   OpenAI response and chunk shapes.
 - ``batching``    the engine thread: continuous batching, chunked prefill, prompt cache.
@@ -18,5 +19,6 @@ one job each:
 - ``textstream``  incremental UTF-8 decoding with stop-string hold-back.
 - ``service``     a validated request → an engine job (prompt, limits, grammar, samplers).
 - ``llama_backend`` the llama.cpp model/context handles (ctypes), tokenizer, reusable batch.
+- ``threadpool``  a persistent ggml CPU threadpool attached to the context.
 - ``errors``      OpenAI error envelope for the runner.
 """

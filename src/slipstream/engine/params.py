@@ -92,8 +92,8 @@ def _bool(obj: dict[str, Any], key: str, param: str | None = None) -> bool:
 def parse_chat_request(body: Any, *, default_model: str, max_n: int, n_vocab: int) -> ChatRequest:
     if not isinstance(body, dict):
         raise invalid(None, "the request body must be a JSON object", "invalid_type")
-    for key in body:
-        if key not in KNOWN and key not in HARMLESS:
+    for key, value in body.items():
+        if value is not None and key not in KNOWN and key not in HARMLESS:  # null means "not set"
             raise unsupported(key, f"Unrecognized request argument supplied: {key}")
     model = body.get("model", default_model)
     if not isinstance(model, str):
