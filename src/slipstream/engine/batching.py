@@ -76,7 +76,7 @@ class Engine:
         while not self._stop:
             try:
                 for job in self.admission.take_ready():
-                    self._start_job(job)
+                    self._admit(job)
                 self._reap_cancelled()
                 if not self._active:
                     self.admission.wait(timeout=1.0)
@@ -91,6 +91,17 @@ class Engine:
             self._discard(job)
             self._outbox.setdefault(job, []).append(JobFailed("the model runner is shutting down"))
         self._flush()
+
+    def _admit(self, job: Job) -> None:
+        try:
+            self._start_job(job)
+        except Exception:
+            log.exception("could not start a request")
+            if job in {s.job for s in self._active}:
+                self._fail_job(job, "internal error starting the request")
+            else:
+                self._free_job(job)
+                self._outbox.setdefault(job, []).append(JobFailed("internal error starting the request"))
 
     def _start_job(self, job: Job) -> None:
         if job.cancelled:
