@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from slipstream.engine.errors import EngineError
 from slipstream.engine.params import parse_chat_request
 from slipstream.engine.schema_support import enforceable
+from slipstream.errors import SlipstreamError
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -47,7 +47,7 @@ def test_content_parts_are_joined_and_developer_allowed() -> None:
     ],
 )
 def test_rejections(body: dict[str, Any], param: str, code: str) -> None:
-    with pytest.raises(EngineError) as exc:
+    with pytest.raises(SlipstreamError) as exc:
         parse(**body)
     assert exc.value.status == 400 and exc.value.param == param and exc.value.code == code
 
@@ -67,8 +67,8 @@ def test_max_tokens_and_max_completion_tokens_take_the_smaller() -> None:
 
 def test_small_integer_range_becomes_enum_and_others_are_refused() -> None:
     assert enforceable({"type": "integer", "minimum": 1, "maximum": 3}, "p") == {"enum": [1, 2, 3]}
-    with pytest.raises(EngineError) as exc:
+    with pytest.raises(SlipstreamError) as exc:
         enforceable({"type": "object", "properties": {"x": {"type": "number", "maximum": 2}}}, "p")
     assert exc.value.code == "unsupported_parameter" and "maximum" in exc.value.message
-    with pytest.raises(EngineError):
+    with pytest.raises(SlipstreamError):
         enforceable({"type": "array", "items": {"type": "string"}, "uniqueItems": True}, "p")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from slipstream.engine.errors import EngineError
 from slipstream.engine.jobs import Job
 from slipstream.engine.slots import Admission, SlotTable, common_prefix
+from slipstream.errors import SlipstreamError
 
 
 def job(n: int = 1) -> Job:
@@ -32,7 +32,7 @@ def test_admission_queue_bound_and_fifo() -> None:
     a, b, c = job(), job(), job()
     adm.submit(a)
     adm.submit(b)
-    with pytest.raises(EngineError) as exc:
+    with pytest.raises(SlipstreamError) as exc:
         adm.submit(c)
     assert exc.value.status == 429 and exc.value.code == "rate_limit_exceeded"
     assert adm.take_ready() == [a] and adm.queued == 1

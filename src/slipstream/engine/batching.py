@@ -50,7 +50,7 @@ class Engine:
         self._thread.start()
 
     def submit(self, job: Job) -> None:
-        """Queue a job or raise the 429 ``EngineError`` when slots and queue are full."""
+        """Queue a job or raise the 429 ``RateLimited`` when slots and queue are full."""
         self.admission.submit(job)
 
     def cancel(self, job: Job) -> None:

@@ -1,56 +1,28 @@
-"""Runner errors, each carrying its HTTP status and OpenAI envelope fields.
+"""Shorthands for the errors the runner reports, built on the project's one exception tree.
 
-The gateway maps these straight through, so the shape must be exactly OpenAI's.
+The gateway rebuilds them from the envelope, so runner and gateway agree by construction.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from slipstream.errors import InvalidRequest, RateLimited, SlipstreamError
 
 
-class EngineError(Exception):
-    """An error the runner reports to its client in the OpenAI envelope."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int = 400,
-        type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.type = type
-        self.param = param
-        self.code = code
-
-    def envelope(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+def invalid(param: str | None, message: str, code: str = "invalid_value") -> InvalidRequest:
+    return InvalidRequest(message, param=param, code=code)
 
 
-def invalid(param: str | None, message: str, code: str = "invalid_value") -> EngineError:
-    return EngineError(message, param=param, code=code)
-
-
-def unsupported(param: str, message: str | None = None) -> EngineError:
-    return EngineError(
+def unsupported(param: str, message: str | None = None) -> InvalidRequest:
+    return InvalidRequest(
         message or f"Unsupported parameter: '{param}' is not supported by this model server.",
         param=param,
         code="unsupported_parameter",
     )
 
 
-def overloaded() -> EngineError:
-    return EngineError(
-        "All slots are busy and the request queue is full; retry shortly.",
-        status=429,
-        type="rate_limit_error",
-        code="rate_limit_exceeded",
-    )
+def overloaded() -> RateLimited:
+    return RateLimited("All slots are busy and the request queue is full; retry shortly.", retry_after=1)
 
 
-def internal(message: str) -> EngineError:
-    return EngineError(message, status=500, type="server_error", code="internal_error")
+def internal(message: str) -> SlipstreamError:
+    return SlipstreamError(message)

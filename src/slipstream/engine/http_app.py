@@ -17,7 +17,7 @@ import orjson
 import psutil
 from aiohttp import web
 
-from slipstream.engine.errors import EngineError, internal, invalid
+from slipstream.engine.errors import internal, invalid
 from slipstream.engine.jobs import ChoiceDelta, Event, Job, JobDone, JobFailed
 from slipstream.engine.params import parse_chat_request
 from slipstream.engine.responses import (
@@ -31,6 +31,7 @@ from slipstream.engine.responses import (
 )
 from slipstream.engine.service import RunnerState
 from slipstream.engine.tool_calls import ChoiceOutput
+from slipstream.errors import ModelNotFound, SlipstreamError, from_envelope
 
 STATE = web.AppKey("state", RunnerState)
 log = logging.getLogger("slipstream.engine.http")
@@ -41,9 +42,8 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
 
 
-def error_response(err: EngineError) -> web.Response:
-    headers = {"Retry-After": "1"} if err.status == 429 else None
-    return json_response(err.envelope(), err.status, headers)
+def error_response(err: SlipstreamError) -> web.Response:
+    return json_response(err.envelope(), err.status, err.headers() or None)
 
 
 def make_deliver(loop: asyncio.AbstractEventLoop) -> Any:
@@ -76,9 +76,7 @@ async def models(request: web.Request) -> web.Response:
 async def model_detail(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if request.match_info["model"] != state.model_id:
-        err = EngineError(f"The model '{request.match_info['model']}' does not exist", status=404,
-                          param="model", code="model_not_found")  # fmt: skip
-        return error_response(err)
+        return error_response(ModelNotFound(request.match_info["model"]))
     return json_response(_model_obj(state))
 
 
@@ -112,12 +110,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         req = parse_chat_request(body, default_model=state.model_id, max_n=state.parallel,
                                  n_vocab=state.model.n_vocab)  # fmt: skip
         job = state.prepare(req)
-    except EngineError as err:
+    except SlipstreamError as err:
         return error_response(err)
     job.sink = asyncio.Queue()
     try:
         state.engine.submit(job)
-    except EngineError as err:
+    except SlipstreamError as err:
         state.discard(job)
         return error_response(err)
     tools = req.tool_choice != "none"
@@ -248,9 +246,8 @@ async def openai_errors(request: web.Request, handler: Any) -> web.StreamRespons
     try:
         return await handler(request)  # type: ignore[no-any-return]
     except web.HTTPException as exc:
-        kind = "invalid_request_error" if exc.status < 500 else "server_error"
-        code = "not_found" if exc.status == 404 else None
-        return json_response(EngineError(exc.reason, status=exc.status, type=kind, code=code).envelope(), exc.status)
+        err = from_envelope(exc.status, {"error": {"message": exc.reason}})
+        return json_response(err.envelope(), exc.status)
     except Exception as exc:
         log.exception("request failed")
         return error_response(internal(f"internal error: {type(exc).__name__}"))

@@ -11,8 +11,9 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from slipstream.engine.errors import EngineError, invalid, unsupported
+from slipstream.engine.errors import invalid, unsupported
 from slipstream.engine.sampling import SamplingParams
+from slipstream.errors import ContextLengthExceeded
 
 HARMLESS = frozenset(
     {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prompt_cache_key", "safety_identifier"}
@@ -304,12 +305,11 @@ def _tool(i: int, tool: Any) -> Tool:
     return Tool(fn["name"], desc, params)
 
 
-def context_error(prompt_tokens: int, max_tokens: int | None, n_ctx: int) -> EngineError:
+def context_error(prompt_tokens: int, max_tokens: int | None, n_ctx: int) -> ContextLengthExceeded:
     need = prompt_tokens + (max_tokens or 0)
-    return EngineError(
+    return ContextLengthExceeded(
         f"This model's maximum context length is {n_ctx} tokens. However, you requested {need} tokens "
         f"({prompt_tokens} in the messages, {max_tokens or 0} in the completion). "
         "Please reduce the length of the messages or completion.",
         param="messages",
-        code="context_length_exceeded",
     )
