@@ -48,4 +48,6 @@ def test_metrics_follow_a_streamed_request(client: OpenAI, live_server: LiveServ
     assert sample(after, "slipstream_loaded_runners") >= 1
     assert sample(after, "slipstream_slots", model=LOCAL) == 4
     assert sample(after, "slipstream_slots_in_use", model=LOCAL) == 0
+    assert sample(after, "slipstream_queue_time_seconds_count", model=LOCAL) >= 1
+    assert sample(after, "slipstream_queue_time_seconds_sum", model=LOCAL) >= 0
     assert sample(after, "slipstream_requests_total", model=LOCAL, status="ok") >= 1

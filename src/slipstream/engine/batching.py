@@ -40,6 +40,8 @@ class Engine:
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="slipstream-engine", daemon=True)
         self.tokens_generated = 0
+        self.admitted_jobs = 0
+        self.queue_wait_s = 0.0  # summed over admitted jobs: submit → slot
         self.active_jobs = 0
         self.loaded_at = time.time()
         self.last_active_at = self.loaded_at
@@ -120,6 +122,8 @@ class Engine:
         for seq in job.seqs[1:]:
             seq.state = SeqState.FOLLOW
         job.cached_tokens = keep
+        self.admitted_jobs += 1
+        self.queue_wait_s += time.monotonic() - job.submitted_at
         self._active.extend(job.seqs)
         self.active_jobs += 1
         self.last_active_at = time.time()

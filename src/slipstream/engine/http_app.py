@@ -96,6 +96,8 @@ async def status(request: web.Request) -> web.Response:
             "last_active_at": engine.last_active_at,
             "rss_bytes": psutil.Process(os.getpid()).memory_info().rss,
             "tokens_generated": engine.tokens_generated,
+            "admitted_requests": engine.admitted_jobs,
+            "queue_wait_s_total": round(engine.queue_wait_s, 6),
         }
     )
 

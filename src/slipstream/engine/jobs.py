@@ -7,6 +7,7 @@ the prompt. Events cross from the engine thread to the HTTP loop in per-step bat
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,7 @@ class Job:
     cached_tokens: int = 0
     seqs: list[Sequence] = field(default_factory=list)
     sink: Any = None  # the HTTP side's event queue
+    submitted_at: float = field(default_factory=time.monotonic)  # for queue-time accounting
 
     def __post_init__(self) -> None:
         self.seqs = [Sequence(self, i, smpl, TextStream(self.stops)) for i, smpl in enumerate(self.samplers)]

@@ -213,6 +213,8 @@ class Supervisor:
                     "active": runner.active,
                     "queued": int(detail.get("queued", 0)),
                     "slots_in_use": int(detail.get("slots_in_use", 0)),
+                    "admitted_requests": int(detail.get("admitted_requests", 0)),
+                    "queue_wait_s_total": float(detail.get("queue_wait_s_total", 0.0)),
                     "context_length": runner.spec.n_ctx,
                     "parallel": runner.spec.parallel,
                 }

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import Metric, SummaryMetricFamily
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
@@ -71,9 +73,8 @@ class Metrics:
         self.slots_in_use = Gauge("slipstream_slots_in_use", "Busy decode slots", ["model"], registry=r)
         self.slots_total = Gauge("slipstream_slots", "Decode slots", ["model"], registry=r)
         self.queued = Gauge("slipstream_queued_requests", "Requests waiting for a slot", ["model"], registry=r)
-        self.queue_time = Gauge(
-            "slipstream_queue_time_seconds_avg", "Mean time requests waited for a slot", ["model"], registry=r
-        )
+        self._queue = _RunnerQueueCollector()
+        r.register(self._queue)
         self.runner_rss = Gauge("slipstream_runner_resident_bytes", "Runner resident memory", ["model"], registry=r)
 
     def for_model(self, model: str) -> ModelMetrics:
@@ -101,15 +102,41 @@ class Metrics:
     def set_runners(self, rows: Iterable[dict[str, Any]]) -> None:
         rows = list(rows)
         self.loaded_runners.set(len(rows))
-        for gauge in (self.slots_in_use, self.slots_total, self.queued, self.queue_time, self.runner_rss):
+        self._queue.rows = rows
+        for gauge in (self.slots_in_use, self.slots_total, self.queued, self.runner_rss):
             gauge.clear()
         for row in rows:
             model = row["model"]
             self.slots_in_use.labels(model).set(row.get("slots_in_use", 0))
             self.slots_total.labels(model).set(row.get("parallel", 0))
             self.queued.labels(model).set(row.get("queued", 0))
-            self.queue_time.labels(model).set(row.get("queue_time_avg_s", 0.0))
             self.runner_rss.labels(model).set(row.get("rss_bytes", 0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _RunnerQueueCollector(Collector):
+    """Queue time as the runners count it (submit → slot), exported as a summary per model.
+
+    The runner keeps cumulative totals, so a scrape needs no state here; a runner restart
+    resets them, which Prometheus' rate() treats as a counter reset.
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def collect(self) -> Iterable[Metric]:
+        family = SummaryMetricFamily(
+            "slipstream_queue_time_seconds", "Time requests waited for a decode slot", labels=["model"]
+        )
+        for row in self.rows:
+            family.add_metric(
+                [row["model"]],
+                count_value=row.get("admitted_requests", 0),
+                sum_value=row.get("queue_wait_s_total", 0.0),
+            )
+        yield family
+
+    def describe(self) -> Iterable[Metric]:
+        return []
