@@ -133,3 +133,24 @@ def test_failure_mid_stream_ends_with_error_event(live_server: LiveServer, model
     assert "mid-stream" in info.value.message
     row = live_server.wait_usage(request_id)
     assert row["status"] == "error" and row["completion_tokens"] == 2 and row["prompt_tokens"] == 4
+
+
+def test_next_turn_reuses_the_prompt_cache_and_bills_cached_tokens_cheaper(
+    client: OpenAI, live_server: LiveServer
+) -> None:
+    system = {"role": "system", "content": "You are a helpful geography tutor. Answer in one short sentence. " * 4}
+    turn1 = [system, {"role": "user", "content": "What is the capital of France?"}]
+    first = client.chat.completions.create(model=LOCAL, messages=turn1, max_tokens=8, temperature=0)
+    answer = first.choices[0].message.content or ""
+    turn2 = [*turn1, {"role": "assistant", "content": answer}, {"role": "user", "content": "And of Spain?"}]
+    raw = client.chat.completions.with_raw_response.create(model=LOCAL, messages=turn2, max_tokens=8, temperature=0)
+    second = raw.parse()
+    assert second.usage is not None and second.usage.prompt_tokens_details is not None
+    cached = second.usage.prompt_tokens_details.cached_tokens or 0
+    assert cached > 40
+    assert cached < second.usage.prompt_tokens
+    row = live_server.wait_usage(raw.headers["x-request-id"])
+    assert row["cached_tokens"] == cached
+    # catalog prices per 1M tokens: input 0.65, cached input 0.30, output 1.30 (picodollars = tokens * price * 1e6)
+    expected = (row["prompt_tokens"] - cached) * 650_000 + cached * 300_000 + row["completion_tokens"] * 1_300_000
+    assert row["cost_picousd"] == expected
