@@ -15,7 +15,8 @@ from slipstream import __version__
 from slipstream.errors import InvalidRequest, MethodNotAllowed, NotFound, SlipstreamError
 from slipstream.http.control_routes import build_control_router
 from slipstream.http.middleware import RequestIdMiddleware
-from slipstream.http.openai_routes import build_openai_routes, json_response
+from slipstream.http.openai_routes import build_openai_routes
+from slipstream.http.responses import json_response
 from slipstream.http.runner_routes import build_runner_router
 from slipstream.services import Services
 

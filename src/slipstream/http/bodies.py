@@ -43,9 +43,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json(request: Request, limit: int) -> Any:
+async def read_json(request: Request, limit: int, *, allow_empty: bool = False) -> Any:
+    """The decoded body; ``None`` for an empty body only when ``allow_empty``."""
     raw = await read_body(request, limit)
     if not raw.strip():
+        if allow_empty:
+            return None
         raise InvalidRequest("The request body is empty; send a JSON object.", code="invalid_request_body")
     try:
         return orjson.loads(raw)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -17,12 +16,9 @@ from slipstream.catalog import ModelEntry
 from slipstream.errors import ModelNotFound
 from slipstream.http.auth import model_key_principal
 from slipstream.http.bodies import read_json
+from slipstream.http.responses import json_response
 from slipstream.http.sse import SSE_HEADERS
 from slipstream.services import Services
-
-
-def json_response(payload: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
 
 
 def _model_object(entry: ModelEntry) -> dict[str, Any]:

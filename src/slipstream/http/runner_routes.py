@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from slipstream.http.auth import require_admin
-from slipstream.http.openai_routes import json_response
+from slipstream.http.responses import json_response
 from slipstream.services import Services
 
 
