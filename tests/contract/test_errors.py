@@ -23,6 +23,14 @@ def assert_error(reply: Reply, status: int, code: str, param: str | None = None)
         assert error["param"] == param, error
 
 
+def assert_no_usage_row(server: LiveServer, chat_url: str, key: str, request_id: str) -> None:
+    """The ledger writes in order, so once a later request's row is in, an earlier row would be too."""
+    later = post_json(chat_url, GOOD, key)
+    assert later.status == 200
+    server.wait_usage(later.headers["x-request-id"])
+    assert server.usage_rows(request_id=request_id) == []
+
+
 @pytest.fixture()
 def chat_url(live_server: LiveServer) -> str:
     return live_server.openai_base + "/chat/completions"
@@ -50,9 +58,9 @@ def chat_url(live_server: LiveServer) -> str:
 def test_bad_bodies_are_400(
     chat_url: str, model_key: str, live_server: LiveServer, payload: object, code: str, param: str | None
 ) -> None:
-    before = len(live_server.usage_rows())
-    assert_error(post_json(chat_url, payload, model_key), 400, code, param)
-    assert len(live_server.usage_rows()) == before
+    reply = post_json(chat_url, payload, model_key)
+    assert_error(reply, 400, code, param)
+    assert_no_usage_row(live_server, chat_url, model_key, reply.headers["x-request-id"])
 
 
 def test_no_body_and_invalid_json(chat_url: str, model_key: str) -> None:
