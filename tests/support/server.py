@@ -93,7 +93,10 @@ def _pump(stream: Any, sink: list[str]) -> None:
 
 
 @contextmanager
-def run_server(data_dir: Path, config: Path | None = None, env: dict[str, str] | None = None) -> Iterator[LiveServer]:
+def run_server(
+    data_dir: Path, config: Path | None = None, env: dict[str, str] | None = None, *, expect_token: bool = True
+) -> Iterator[LiveServer]:
+    """Start ``slipstream serve``; ``expect_token=False`` for a data directory that already has one."""
     args = [SLIPSTREAM, "serve", "--port", "0", "--data-dir", str(data_dir)]
     if config is not None:
         args += ["--config", str(config)]
@@ -111,7 +114,7 @@ def run_server(data_dir: Path, config: Path | None = None, env: dict[str, str] |
             url = m.group(1)
         if m := TOKEN_LINE.match(line):
             token = m.group(1)
-        if url and (token or (env and "SLIPSTREAM_ADMIN_TOKEN" in env)):
+        if url and (token or not expect_token or (env and "SLIPSTREAM_ADMIN_TOKEN" in env)):
             break
     if url is None:
         proc.kill()
