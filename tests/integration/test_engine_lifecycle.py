@@ -148,3 +148,22 @@ def test_models_ps_cli_shows_the_loaded_runner(sdk: OpenAI, engine_server: LiveS
     assert "0/2" in table.stdout and "1024" in table.stdout and "MiB" in table.stdout
     raw = subprocess.run([cli, "models", "ps", "-o", "json"], capture_output=True, text=True, env=env, timeout=60)
     assert json.loads(raw.stdout)["runners"][0]["pid"] == pid
+
+
+def test_kill_before_the_first_byte_is_503_with_retry_after(sdk: OpenAI, engine_server: LiveServer) -> None:
+    sdk.chat.completions.create(model="twin", messages=HELLO, max_tokens=2)
+    pid = runners(engine_server)["twin"]["pid"]
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(
+            sdk.chat.completions.create, model="twin", messages=ESSAY, max_tokens=400, extra_body={"ignore_eos": True}
+        )
+        wait_for(lambda: runners(engine_server)["twin"]["slots_in_use"] == 1)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(openai.APIStatusError) as info:
+            pending.result(timeout=60)
+    assert info.value.status_code == 503
+    assert info.value.response.headers["retry-after"].isdigit()
+    assert info.value.body["code"] == "model_unavailable"  # type: ignore[index]
+    row = engine_server.wait_usage(info.value.response.headers["x-request-id"])
+    assert row["status"] == "error" and row["http_status"] == 503
+    assert sdk.chat.completions.create(model="twin", messages=HELLO, max_tokens=4).choices
