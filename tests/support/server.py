@@ -101,27 +101,29 @@ def run_server(
     if config is not None:
         args += ["--config", str(config)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})})
-    assert proc.stdout is not None
-    output: list[str] = []
-    url = token = None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        output.append(line)
-        if m := URL_LINE.search(line):
-            url = m.group(1)
-        if m := TOKEN_LINE.match(line):
-            token = m.group(1)
-        if url and (token or not expect_token or (env and "SLIPSTREAM_ADMIN_TOKEN" in env)):
-            break
-    if url is None:
-        proc.kill()
-        raise RuntimeError("server did not start:\n" + "".join(output))
-    threading.Thread(target=_pump, args=(proc.stdout, output), daemon=True).start()
-    server = LiveServer(proc, url, token or (env or {}).get("SLIPSTREAM_ADMIN_TOKEN", ""), data_dir, output)
-    try:
+    server = LiveServer(proc, "", (env or {}).get("SLIPSTREAM_ADMIN_TOKEN", ""), data_dir)
+    try:  # from here on, whatever fails, the process is stopped
+        _await_announcement(server, expect_token)
+        threading.Thread(target=_pump, args=(proc.stdout, server.output), daemon=True).start()
         yield server
     finally:
         server.stop()
+
+
+def _await_announcement(server: LiveServer, expect_token: bool) -> None:
+    """Read stdout until the URL (and, on a first run, the admin token) has been printed."""
+    stdout = server.process.stdout
+    assert stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = stdout.readline()
+        if not line:
+            break
+        server.output.append(line)
+        if m := URL_LINE.search(line):
+            server.base_url = m.group(1)
+        if m := TOKEN_LINE.match(line):
+            server.admin_token = m.group(1)
+        if server.base_url and (server.admin_token or not expect_token):
+            return
+    raise RuntimeError("server did not start:\n" + "".join(server.output))
