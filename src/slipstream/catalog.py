@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -69,6 +69,9 @@ class ModelEntry(BaseModel):
     queue_size: int = Field(default=64, ge=0)
     keep_alive: Duration = 300.0
     chat_template: str | None = None
+    kv_cache_type: Literal["q8_0", "f16"] = Field(
+        default="q8_0", description="KV cache precision for local models: q8_0 halves memory and cold start"
+    )
     prices: Prices = Field(default_factory=Prices)
 
     @model_validator(mode="after")

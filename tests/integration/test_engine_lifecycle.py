@@ -78,6 +78,9 @@ def test_ps_shows_runner_details(sdk: OpenAI, engine_server: LiveServer) -> None
     assert row["context_length"] == 1024 and row["parallel"] == 2
     assert row["active"] == 0 and row["queued"] == 0 and row["idle_for_s"] >= 0
     assert row["loaded_at"] <= time.time()
+    cmdline = psutil.Process(row["pid"]).cmdline()
+    assert cmdline[cmdline.index("--kv-type") + 1] == "f16"
+    assert cmdline[cmdline.index("--n-ctx") + 1] == "1024"
 
 
 def test_kill_mid_stream_gives_error_event_error_row_and_recovery(sdk: OpenAI, engine_server: LiveServer) -> None:

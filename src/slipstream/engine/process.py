@@ -36,6 +36,7 @@ class RunnerSpec:
     queue_size: int
     threads: int
     chat_template: str | None = None
+    kv_cache_type: str = "q8_0"
 
     def argv(self) -> list[str]:
         args = [
@@ -44,6 +45,7 @@ class RunnerSpec:
             "--host", "127.0.0.1", "--port", "0",
             "--n-ctx", str(self.n_ctx), "--parallel", str(self.parallel),
             "--queue-size", str(self.queue_size), "--threads", str(self.threads),
+            "--kv-type", self.kv_cache_type,
         ]  # fmt: skip
         if self.chat_template:
             args += ["--chat-template", self.chat_template]

@@ -94,6 +94,7 @@ class Supervisor:
             queue_size=entry.queue_size,
             threads=self._settings.threads,
             chat_template=entry.chat_template,
+            kv_cache_type=entry.kv_cache_type,
         )
 
     async def acquire(self, entry: ModelEntry) -> Runner:
