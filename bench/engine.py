@@ -1,17 +1,29 @@
 """Local engine throughput and latency: Slipstream's runner vs. llama-cpp-python's server vs. llama-server.
 
 All contenders serve the same GGUF (default: the built-in SmolLM2-135M-Instruct Q4_1) with the same
-number of threads. Each is started, warmed up, measured at every concurrency level, and stopped
-before the next one starts, so that two models never share the machine's cores. Requests are
-streaming chat completions with the same prompts, ``max_tokens`` and ``temperature: 0``, and every
-contender is told to keep generating up to ``max_tokens`` (see engine_contenders.py).
+number of threads. Requests are streaming chat completions with the same prompts, ``max_tokens`` and
+``temperature: 0``, and every contender is told to keep generating up to ``max_tokens`` (see
+engine_contenders.py). Every stream is checked for completeness; failures are counted.
+
+The machine's speed drifts by 10-25 % over minutes on a small VM, so contenders are not measured one
+after another. All of them are started once and stay loaded: an idle server uses no CPU (each one's
+CPU use over a few idle seconds is measured after warm-up and reported as ``idle_cpu_percent``;
+measured with psutil, and checked with ``top``: under 1 % for each, the Slipstream gateway with its
+runner loaded included). Then, for each concurrency level, interleaved rounds (engine_rounds.py): round r
+measures every contender once, in an order rotated each round, with ``--requests-per-round``
+requests (default max(level, 4)). The figure to quote is the median of the per-round ratios
+Slipstream/other (same round, same machine speed), with min and max. Per contender and level,
+output_throughput is the median of its per-round figures (pooled figure beside it); TTFT/ITL/TPOT
+percentiles pool all requests. The c=8/c=1 scaling compares levels measured minutes apart, so it
+carries drift; its ratio to llama-server's scaling (from the per-round ratios) does not.
 
 Metrics use vLLM's names (engine_client.py): output_throughput, ttft_ms, itl_ms, tpot_ms. For
-Slipstream it also measures cold starts: on a fresh gateway with no runner loaded, the time from a
-request to its first token, on a catalog entry with ``keep_alive: 0`` so each trial starts cold.
+Slipstream it also measures cold starts first, before its warm-up: the time from a request to its
+first token with no runner loaded, on a catalog entry with ``keep_alive: 0`` so each trial starts
+cold (the other contenders are loaded but idle meanwhile).
 
-The load client runs in this process (uvloop + one pooled aiohttp session); at tens to hundreds of
-tokens per second its cost is small next to the model's, and it is the same for every contender.
+The load client runs in this process (uvloop + one pooled aiohttp session per contender); at tens
+to hundreds of tokens per second its cost is small next to the model's, and the same for everyone.
 
 One-time, opt-in set-up (both are cached under .cache/, which git ignores):
 
@@ -20,9 +32,12 @@ One-time, opt-in set-up (both are cached under .cache/, which git ignores):
 
 Then:
 
-    python bench/engine.py                                          # all contenders, c=1,2,4,8
-    python bench/engine.py --contenders slipstream,llama-server --requests-per-level 32 --max-tokens 128
+    python bench/engine.py            # all contenders, c=1,2,4,8, 5 rounds: about 7 minutes on 2 cores
+    python bench/engine.py --contenders slipstream,llama-server --rounds 9 --max-tokens 256
 
+With the defaults each round asks 4, 4, 4 and 8 requests of 128 tokens (c=1,2,4,8) of each
+contender (20 requests per round in all); llama-cpp-python serves one request at a time at ~60 tok/s,
+so it takes the longest (~4 of the ~7 minutes; under 10 even if the machine runs 25 % slow).
 Results: tables on stdout, and JSON in bench/results/engine-<UTC>.json and engine-latest.json.
 """
 
@@ -44,12 +59,12 @@ from benchlib import (
     machine_info,
     percentile,
     print_table,
-    process_rss_bytes,
+    process_cpu_seconds,
     ratio,
     utc_stamp,
     write_results,
 )
-from engine_client import PROMPTS, level_metrics, run_level, stream_once
+from engine_client import PROMPTS, run_level, stream_once
 from engine_contenders import (
     CONTENDERS,
     Contender,
@@ -60,19 +75,24 @@ from engine_contenders import (
     find_llama_server,
     setup_llama_cpp_python_server,
 )
+from engine_rounds import Live, aggregate, per_round_ratio, run_rounds
 
 NAME = "engine"
 WARMUP_TOKENS = 16
 COLD_TOKENS = 8
+IDLE_WINDOW_S = 3.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated, from: " + ", ".join(CONTENDERS))
     p.add_argument("--concurrency", default="1,2,4,8", help="comma-separated levels (default 1,2,4,8)")
-    p.add_argument("--requests-per-level", type=int, default=16, help="requests per level (at least the level)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per level (default 5)")
+    p.add_argument(
+        "--requests-per-round", type=int, default=None, help="per contender, round and level (default max(level, 4))"
+    )
     p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--level-timeout", type=float, default=300.0, help="stop issuing requests after this many s")
+    p.add_argument("--round-timeout", type=float, default=120.0, help="stop issuing a round's requests after this")
     p.add_argument("--request-timeout", type=float, default=300.0)
     p.add_argument("--cold-starts", type=int, default=3, help="Slipstream cold-start trials (0: skip)")
     p.add_argument("--threads", type=int, default=2)
@@ -85,18 +105,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-json", action="store_true", help="print tables only; write no result files")
     args = p.parse_args(argv)
     args.levels = sorted({int(x) for x in args.concurrency.split(",") if x.strip()})
-    args.names = [x.strip() for x in args.contenders.split(",") if x.strip()]
+    args.names = list(dict.fromkeys(x.strip() for x in args.contenders.split(",") if x.strip()))
     unknown = [n for n in args.names if n not in CONTENDERS]
     if unknown:
         p.error(f"unknown contenders {unknown}; choose from {list(CONTENDERS)}")
-    if not args.levels or args.levels[0] < 1 or args.max_tokens < 2 or args.requests_per_level < 1:
-        p.error("levels, --max-tokens (>= 2) and --requests-per-level must be positive")
+    if not args.levels or args.levels[0] < 1 or args.max_tokens < 2 or args.rounds < 1:
+        p.error("levels, --rounds and --max-tokens (>= 2) must be positive")
+    if args.requests_per_round is not None and args.requests_per_round < 1:
+        p.error("--requests-per-round must be positive")
     if args.gguf is None:
         from slipstream.catalog import builtin_gguf_path
 
         args.gguf = builtin_gguf_path()
     args.gguf = args.gguf.resolve()
     return args
+
+
+def requests_per_round(args: argparse.Namespace, level: int) -> int:
+    """At least the level, so that every round reaches its concurrency."""
+    return max(level, args.requests_per_round or 4)
 
 
 def new_session(args: argparse.Namespace) -> aiohttp.ClientSession:
@@ -131,50 +158,87 @@ async def cold_starts(args: argparse.Namespace, contender: SlipstreamContender) 
     }
 
 
-async def measure(args: argparse.Namespace, contender: Contender) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": contender.name, "levels": {}, "loadavg_before": os.getloadavg()}
+async def start(args: argparse.Namespace, contender: Contender, out: dict[str, Any]) -> Live | None:
+    """Start one contender, measure Slipstream's cold starts, then warm up. None if it failed."""
+    print(f"== starting {contender.name}", file=sys.stderr, flush=True)
+    out["loadavg_before"] = os.getloadavg()
     started = time.perf_counter()
-    target = await asyncio.to_thread(contender.start)
+    try:
+        target = await asyncio.to_thread(contender.start)
+    except (RuntimeError, OSError, Unavailable) as exc:
+        print(f"{contender.name} failed to start: {exc}", file=sys.stderr, flush=True)
+        out["failed"] = str(exc)[-2000:]
+        contender.stop()
+        return None
     out["start_s"] = round(time.perf_counter() - started, 2)
     out["info"] = contender.info
     if isinstance(contender, SlipstreamContender) and args.cold_starts > 0:
         out["cold_start"] = await cold_starts(args, contender)
-    async with new_session(args) as session:
-        # Warm-up: load the model (a cold start for Slipstream), then fill every slot once.
-        warm = [await stream_once(session, target, PROMPTS[0], WARMUP_TOKENS)]
-        results, _ = await run_level(
-            session, target, max(args.levels), max(args.levels), WARMUP_TOKENS, args.level_timeout
-        )
-        warm += results
-        out["warmup"] = {"completed": sum(r.ok for r in warm), "failed": sum(not r.ok for r in warm)}
-        if not warm[0].ok:
-            out["warmup"]["error"] = warm[0].error
-        rss = []
-        for c in args.levels:
-            n = max(args.requests_per_level, c)
-            print(f"... {contender.name} c={c} ({n} requests)", file=sys.stderr, flush=True)
-            results, duration = await run_level(session, target, c, n, args.max_tokens, args.level_timeout)
-            out["levels"][str(c)] = level_metrics(results, duration, args.max_tokens)
-            if contender.pid is not None:
-                rss.append(process_rss_bytes(contender.pid) or 0)
-        out["max_rss_mib"] = round(max(rss) / 2**20, 1) if rss else None
+    live = Live(contender, target, new_session(args))
+    # Warm-up: load the model (a cold start for Slipstream), then fill every slot once.
+    warm = [await stream_once(live.session, target, PROMPTS[0], WARMUP_TOKENS)]
+    level = max(args.levels)
+    results, _ = await run_level(live.session, target, level, level, WARMUP_TOKENS, args.round_timeout)
+    warm += results
+    out["warmup"] = {"completed": sum(r.ok for r in warm), "failed": sum(not r.ok for r in warm)}
+    if not warm[0].ok:
+        out["warmup"]["error"] = warm[0].error
+    return live
+
+
+async def idle_cpu_percent(live: list[Live]) -> dict[str, float | None]:
+    """Each contender's CPU use (its process tree) while all sit idle and loaded, over a few seconds."""
+    before = {lv.name: process_cpu_seconds(lv.contender.pid) if lv.contender.pid else None for lv in live}
+    t0 = time.perf_counter()
+    await asyncio.sleep(IDLE_WINDOW_S)
+    elapsed = time.perf_counter() - t0
+    out: dict[str, float | None] = {}
+    for lv in live:
+        after = process_cpu_seconds(lv.contender.pid) if lv.contender.pid else None
+        b = before[lv.name]
+        out[lv.name] = None if b is None or after is None else round(100 * (after - b) / elapsed, 2)
     return out
 
 
-def run_contender(args: argparse.Namespace, contender: Contender) -> dict[str, Any]:
+async def measure_all(args: argparse.Namespace, contenders: list[Contender]) -> list[dict[str, Any]]:
+    outs: dict[str, dict[str, Any]] = {}
+    live: list[Live] = []
     try:
-        contender.check()
-    except Unavailable as exc:
-        print(f"skipping {contender.name}: {exc}", file=sys.stderr, flush=True)
-        return {"name": contender.name, "skipped": str(exc)}
-    print(f"== {contender.name}", file=sys.stderr, flush=True)
-    try:
-        return _run(measure(args, contender))
-    except (RuntimeError, OSError) as exc:
-        print(f"{contender.name} failed: {exc}", file=sys.stderr, flush=True)
-        return {"name": contender.name, "failed": str(exc)[-2000:]}
+        for contender in contenders:
+            outs[contender.name] = out = {"name": contender.name}
+            try:
+                contender.check()
+            except Unavailable as exc:
+                print(f"skipping {contender.name}: {exc}", file=sys.stderr, flush=True)
+                out["skipped"] = str(exc)
+                continue
+            if (lv := await start(args, contender, out)) is not None:
+                live.append(lv)
+        idle = await idle_cpu_percent(live)
+        print(f"idle CPU % while loaded: {idle}", file=sys.stderr, flush=True)
+        for c in args.levels:
+            n = requests_per_round(args, c)
+            print(f"== c={c}: {args.rounds} rounds of {n} requests each", file=sys.stderr, flush=True)
+            await run_rounds(live, c, args.rounds, n, args.max_tokens, args.round_timeout)
     finally:
-        contender.stop()
+        for lv in live:
+            await lv.session.close()
+    for lv in live:
+        out = outs[lv.name]
+        out["idle_cpu_percent"] = idle.get(lv.name)
+        out["levels"] = {str(c): aggregate(rounds, args.max_tokens) for c, rounds in lv.rounds.items()}
+        out["max_rss_mib"] = round(lv.max_rss_bytes / 2**20, 1) if lv.max_rss_bytes else None
+        if lv.died:
+            out["failed"] = lv.died[-2000:]
+    return list(outs.values())
+
+
+def run_all(args: argparse.Namespace, contenders: list[Contender]) -> list[dict[str, Any]]:
+    try:
+        return _run(measure_all(args, contenders))
+    finally:
+        for contender in contenders:
+            contender.stop()
 
 
 def _run(coro: Any) -> Any:
@@ -185,55 +249,95 @@ def _run(coro: Any) -> Any:
     return uvloop.run(coro)
 
 
-def level(results: dict[str, Any], name: str, c: int, key: str) -> Any:
-    return (results.get(name, {}).get("levels", {}).get(str(c)) or {}).get(key)
+def level(results: dict[str, Any], name: str, c: int) -> dict[str, Any] | None:
+    found: dict[str, Any] | None = results.get(name, {}).get("levels", {}).get(str(c))
+    return found
 
 
-def ratios(args: argparse.Namespace, by_name: dict[str, Any]) -> dict[str, Any]:
+def level_value(results: dict[str, Any], name: str, c: int, key: str) -> Any:
+    return (level(results, name, c) or {}).get(key)
+
+
+def round_ratios(args: argparse.Namespace, by_name: dict[str, Any]) -> dict[str, Any]:
+    """Slipstream/other output_throughput, per round (same machine speed): the headline figures."""
+    out: dict[str, Any] = {}
+    for other in ("llama-server", "llama-cpp-python"):
+        for c in args.levels:
+            stats = per_round_ratio(level(by_name, "slipstream", c), level(by_name, other, c))
+            if stats is not None:
+                out[f"slipstream/{other} output_throughput c={c}"] = stats
+    return out
+
+
+def ratios(args: argparse.Namespace, by_name: dict[str, Any], per_round: dict[str, Any]) -> dict[str, Any]:
+    """Ratios of the per-level figures (medians over rounds); the scaling ones carry drift."""
     lo, hi = args.levels[0], args.levels[-1]
     out: dict[str, Any] = {}
     for other in ("llama-server", "llama-cpp-python"):
         for c in (lo, hi):
-            out[f"slipstream/{other} output_throughput c={c}"] = ratio(
-                level(by_name, "slipstream", c, "output_throughput"), level(by_name, other, c, "output_throughput")
-            )
-            out[f"slipstream/{other} median_ttft_ms c={c}"] = ratio(
-                level(by_name, "slipstream", c, "median_ttft_ms"), level(by_name, other, c, "median_ttft_ms")
-            )
+            for key in ("output_throughput", "median_ttft_ms"):
+                out[f"slipstream/{other} {key} c={c}"] = ratio(
+                    level_value(by_name, "slipstream", c, key), level_value(by_name, other, c, key)
+                )
+        # Slipstream's scaling relative to the other's, from same-round ratios: free of drift.
+        at_hi = per_round.get(f"slipstream/{other} output_throughput c={hi}") or {}
+        at_lo = per_round.get(f"slipstream/{other} output_throughput c={lo}") or {}
+        out[f"slipstream/{other} scaling c={hi}/c={lo} (per-round medians)"] = ratio(
+            at_hi.get("median"), at_lo.get("median")
+        )
     for name in CONTENDERS:
         out[f"{name} output_throughput c={hi}/c={lo}"] = ratio(
-            level(by_name, name, hi, "output_throughput"), level(by_name, name, lo, "output_throughput")
+            level_value(by_name, name, hi, "output_throughput"), level_value(by_name, name, lo, "output_throughput")
         )
     return out
 
 
-def report(args: argparse.Namespace, contenders: list[dict[str, Any]], ratio_map: dict[str, Any]) -> None:
+def headline(args: argparse.Namespace, per_round: dict[str, Any], ratio_map: dict[str, Any]) -> dict[str, Any]:
+    lo, hi = args.levels[0], args.levels[-1]
+    keys = [f"slipstream/llama-server output_throughput c={c}" for c in dict.fromkeys((lo, hi))]
+    out = {f"{k} (median per-round)": (per_round.get(k) or {}).get("median") for k in keys}
+    out[f"slipstream output_throughput c={hi}/c={lo}"] = ratio_map.get(f"slipstream output_throughput c={hi}/c={lo}")
+    return out
+
+
+def report(
+    args: argparse.Namespace, contenders: list[dict[str, Any]], per_round: dict[str, Any], ratio_map: dict[str, Any]
+) -> None:
     rows = []
     for c in contenders:
         if "levels" not in c:
-            rows.append([c["name"], "-", "skipped" if "skipped" in c else "FAILED"] + ["-"] * 9)
+            rows.append([c["name"], "-", "skipped" if "skipped" in c else "FAILED"] + ["-"] * 11)
             continue
         for lvl, m in c["levels"].items():
             rows.append([
-                c["name"], lvl, m["completed"], m["failed"], m["output_throughput"], m["request_throughput"],
+                c["name"], lvl, m["rounds"], m["completed"], m["failed"], m["output_throughput"],
+                min(m["round_output_throughput"]), max(m["round_output_throughput"]), m["pooled_output_throughput"],
                 m["median_ttft_ms"], m["p99_ttft_ms"], m["median_itl_ms"], m["p99_itl_ms"], m["median_tpot_ms"],
-                m["mean_output_tokens"],
             ])  # fmt: skip
     print_table(
-        ["contender", "conc", "ok", "failed", "out tok/s", "req/s", "ttft p50", "ttft p99", "itl p50",
-         "itl p99", "tpot p50", "out tok/req"],
+        ["contender", "conc", "rounds", "ok", "failed", "tok/s p50", "min", "max", "pooled", "ttft p50",
+         "ttft p99", "itl p50", "itl p99", "tpot p50"],
         rows,
-        title=f"Engine: streaming chat, max_tokens={args.max_tokens}, {args.threads} threads, "
-        f"{args.gguf.name} (times in ms)",
+        title=f"Engine: streaming chat, max_tokens={args.max_tokens}, {args.threads} threads, {args.gguf.name}; "
+        "tok/s over rounds (p50, min, max, pooled), times in ms over all requests",
     )  # fmt: skip
     extra = [
-        [c["name"], c.get("start_s"), c.get("max_rss_mib"), (c.get("cold_start") or {}).get("median_cold_ttft_ms"),
-         (c.get("warmup") or {}).get("failed")]
+        [c["name"], c.get("start_s"), c.get("idle_cpu_percent"), c.get("max_rss_mib"),
+         (c.get("cold_start") or {}).get("median_cold_ttft_ms"), (c.get("warmup") or {}).get("failed")]
         for c in contenders
         if "levels" in c
     ]  # fmt: skip
-    print_table(["contender", "start s", "max RSS MiB", "cold TTFT p50 ms", "warm-up failures"], extra)
-    print_table(["ratio", "value"], [[k, v] for k, v in ratio_map.items() if v is not None], title="Ratios")
+    print_table(["contender", "start s", "idle CPU %", "max RSS MiB", "cold TTFT p50 ms", "warm-up failures"], extra)
+    print_table(
+        ["ratio (same round)", "median", "min", "max", "rounds"],
+        [[k, v["median"], v["min"], v["max"], v["rounds"]] for k, v in per_round.items()],
+        title="Per-round ratios: Slipstream vs. the other in the same round (drift-proof; quote the median)",
+    )
+    print_table(
+        ["ratio", "value"],
+        [[k, v] for k, v in ratio_map.items() if v is not None],
+        title="Ratios of per-level figures (c=hi/c=lo compares levels run minutes apart: includes drift)",
+    )
     for c in contenders:
         for reason in ("skipped", "failed"):
             if reason in c:
@@ -252,14 +356,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stamp = utc_stamp()
     machine = machine_info()
-    results = []
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="slipstream-bench-engine-") as tmp:
         settings = Settings(args.gguf, args.threads, args.parallel, args.ctx, Path(tmp))
-        for name in args.names:
-            results.append(run_contender(args, CONTENDERS[name](name, settings)))
+        results = run_all(args, [CONTENDERS[name](name, settings) for name in args.names])
     by_name = {c["name"]: c for c in results if "levels" in c}
-    ratio_map = ratios(args, by_name)
-    report(args, results, ratio_map)
+    per_round = round_ratios(args, by_name)
+    ratio_map = ratios(args, by_name, per_round)
+    report(args, results, per_round, ratio_map)
     failures = sum(m["failed"] for c in by_name.values() for m in c["levels"].values())
     data = {
         "benchmark": NAME,
@@ -271,14 +375,19 @@ def main(argv: list[str] | None = None) -> int:
             "parallel": args.parallel,
             "ctx_per_sequence": args.ctx,
             "concurrency": args.levels,
-            "requests_per_level": args.requests_per_level,
+            "rounds": args.rounds,
+            "requests_per_round": {str(c): requests_per_round(args, c) for c in args.levels},
+            "order": "all contenders loaded at once; per level, interleaved rounds, order rotated each round",
             "max_tokens": args.max_tokens,
             "temperature": 0,
             "prompts": PROMPTS,
             "cold_start_trials": args.cold_starts,
-            "load_client": "in-process: uvloop + one pooled aiohttp session",
+            "load_client": "in-process: uvloop + one pooled aiohttp session per contender",
         },
+        "duration_s": round(time.perf_counter() - started, 1),
+        "headline": headline(args, per_round, ratio_map),
         "contenders": results,
+        "per_round_ratios": per_round,
         "ratios": ratio_map,
         "failed_requests_total": failures,
     }

@@ -1,4 +1,4 @@
-"""The three servers the engine benchmark compares, each started, measured and stopped in turn.
+"""The three servers the engine benchmark compares; engine.py starts them all and keeps them loaded.
 
 - ``slipstream``: ``slipstream serve`` with a ``provider: local`` catalog entry (our runner).
 - ``llama-cpp-python``: ``python -m llama_cpp.server``, the Python bindings' own server. Its extra
