@@ -134,6 +134,10 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The engine thread re-takes the GIL after every llama.cpp call; with the default 5 ms switch
+    # interval it can wait behind the HTTP thread while both compute threads idle. 0.5 ms gave
+    # ~12% more tokens/s at 8 streams in A/B runs (198 -> 222 tok/s, runner alone, 2 threads).
+    sys.setswitchinterval(0.0005)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     loader = _Loader(args)
     loader.start()
