@@ -25,13 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from slipstream.cli.serve import ADMIN_TOKEN_LINE, URL_LINE
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 CACHE_DIR = REPO_ROOT / ".cache"
 # The ``slipstream`` script next to this interpreter; BENCH_SLIPSTREAM_BIN may name another one.
 SLIPSTREAM = os.environ.get("BENCH_SLIPSTREAM_BIN") or str(Path(sys.executable).with_name("slipstream"))
-URL_LINE = re.compile(r"Slipstream is serving on (http://\S+)")
-TOKEN_LINE = re.compile(r"^\s+(slipadm-\S+)\s*$")
 
 
 # --------------------------------------------------------------------------- statistics
@@ -330,7 +330,7 @@ def start_gateway(config_text: str, workdir: Path, *, timeout_s: float = 60.0) -
             proc.lines.append(line)
             if m := URL_LINE.search(line):
                 url = m.group(1)
-            if m := TOKEN_LINE.match(line):
+            if m := ADMIN_TOKEN_LINE.match(line):
                 token = m.group(1)
         if not (url and token):
             raise RuntimeError("slipstream serve did not announce a URL and an admin token:\n" + proc.log_tail())

@@ -35,29 +35,25 @@ def test_admin_token_is_printed_on_the_first_run_only_and_state_survives_restart
         assert len(rows) == 1 and rows[0]["completion_tokens"] == 2
 
 
-def test_weak_secret_is_refused_with_a_clear_message(tmp_path: Path) -> None:
-    env = {**os.environ, "SLIPSTREAM_SECRET": "short"}
+def refused_start(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> str:
+    """Run ``slipstream serve`` expecting it to refuse to start; return what it said on stderr."""
     done = subprocess.run(
-        [SLIPSTREAM, "serve", "--port", "0", "--data-dir", str(tmp_path)],
-        env=env,
+        [SLIPSTREAM, "serve", "--port", "0", "--data-dir", str(tmp_path), *extra],
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert done.returncode == 2
-    assert "SLIPSTREAM_SECRET" in done.stderr
+    return done.stderr
+
+
+def test_weak_secret_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    assert "SLIPSTREAM_SECRET" in refused_start(tmp_path, env={"SLIPSTREAM_SECRET": "short"})
 
 
 def test_invalid_config_is_refused_naming_the_field(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("models:\n  - id: x\n    provider: local\n")
-    done = subprocess.run(
-        [SLIPSTREAM, "serve", "--port", "0", "--data-dir", str(tmp_path), "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 2
-    assert "gguf" in done.stderr
+    assert "gguf" in refused_start(tmp_path, "--config", str(config))

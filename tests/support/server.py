@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slipstream.cli.serve import ADMIN_TOKEN_LINE, URL_LINE
+from tests.support.http import request
+
 SLIPSTREAM = str(Path(sys.executable).with_name("slipstream"))
-URL_LINE = re.compile(r"Slipstream is serving on (http://\S+)")
-TOKEN_LINE = re.compile(r"^\s+(slipadm-\S+)\s*$")
 
 
 @dataclass
@@ -41,15 +39,8 @@ class LiveServer:
 
     def control(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base_url + path, data=data, method=method)
-        req.add_header("Authorization", f"Bearer {token or self.admin_token}")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read() or b"null")
+        reply = request(method, self.base_url + path, data, token or self.admin_token)
+        return reply.status, reply.body
 
     def create_key(self, name: str = "test", models: list[str] | None = None) -> tuple[str, str]:
         status, body = self.control("POST", "/v2/gen-ai/models/api_keys", {"name": name, "models": models})
@@ -122,7 +113,7 @@ def _await_announcement(server: LiveServer, expect_token: bool) -> None:
         server.output.append(line)
         if m := URL_LINE.search(line):
             server.base_url = m.group(1)
-        if m := TOKEN_LINE.match(line):
+        if m := ADMIN_TOKEN_LINE.match(line):
             server.admin_token = m.group(1)
         if server.base_url and (server.admin_token or not expect_token):
             return

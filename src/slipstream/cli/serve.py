@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import re
 import socket
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from slipstream.auth.keys import ADMIN_PREFIX
 from slipstream.config import ConfigError, Settings, load_settings
 
 
@@ -26,9 +28,15 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+SERVING_ON = "Slipstream is serving on"
+# What scripts (tests, benchmarks, supervisors of the gateway) match in the announcement below.
+URL_LINE = re.compile(rf"{SERVING_ON} (http://\S+)")
+ADMIN_TOKEN_LINE = re.compile(rf"^\s+({re.escape(ADMIN_PREFIX)}\S+)\s*$")
+
+
 def _announce(settings: Settings, url: str, admin_token: str | None) -> None:
     lines = [
-        f"Slipstream is serving on {url}",
+        f"{SERVING_ON} {url}",
         f"  OpenAI base URL: {url}/v1",
         f"  data directory: {settings.data_dir}",
     ]

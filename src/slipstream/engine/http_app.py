@@ -27,11 +27,11 @@ from slipstream.engine.responses import (
     completion_id,
     logprob_items,
     piece_delta,
-    usage,
 )
 from slipstream.engine.service import RunnerState
 from slipstream.engine.tool_calls import ChoiceOutput
 from slipstream.errors import ModelNotFound, SlipstreamError, from_envelope
+from slipstream.protocol.usage import usage
 
 STATE = web.AppKey("state", RunnerState)
 log = logging.getLogger("slipstream.engine.http")

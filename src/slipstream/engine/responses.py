@@ -14,18 +14,6 @@ def completion_id() -> str:
     return "chatcmpl-" + secrets.token_hex(12)
 
 
-def usage(prompt: int, completion: int, cached: int, *, details: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
-    }
-    if details:
-        out["completion_tokens_details"] = {"reasoning_tokens": 0}
-    return out
-
-
 def _token_entry(model: LlamaModel, token: int, logprob: float) -> dict[str, Any]:
     raw = model.piece(token)
     return {"token": raw.decode("utf-8", "replace"), "logprob": logprob, "bytes": list(raw)}

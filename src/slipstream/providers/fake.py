@@ -18,6 +18,7 @@ from typing import Any
 
 from slipstream.errors import ModelUnavailable, UpstreamError
 from slipstream.protocol.chat import Message
+from slipstream.protocol.usage import usage
 from slipstream.providers.base import ChatCall, Provider, StreamEvent
 
 
@@ -27,15 +28,6 @@ def _text(message: Message) -> str:
     if message.content is None:
         return ""
     return " ".join(str(getattr(part, "text", "")) for part in message.content)
-
-
-def _usage(prompt: int, completion: int) -> dict[str, Any]:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0},
-    }
 
 
 class FakeProvider(Provider):
@@ -74,7 +66,7 @@ class FakeProvider(Provider):
                     "finish_reason": finish,
                 }
             ],
-            "usage": _usage(prompt_tokens, len(words)),
+            "usage": usage(prompt_tokens, len(words)),
         }
 
     async def stream(self, call: ChatCall) -> AsyncIterator[StreamEvent]:
@@ -97,7 +89,7 @@ class FakeProvider(Provider):
             yield {
                 **base,
                 "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
-                "usage": _usage(prompt_tokens, i + 1),
+                "usage": usage(prompt_tokens, i + 1),
             }
         yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
-        yield {**base, "choices": [], "usage": _usage(prompt_tokens, len(words))}
+        yield {**base, "choices": [], "usage": usage(prompt_tokens, len(words))}

@@ -15,17 +15,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from slipstream.protocol.usage import usage
+
 WORDS = ["The", " capital", " of", " France", " is", " Paris", "."]
 PROMPT_TOKENS = 13
-
-
-def _usage(completion: int) -> dict[str, Any]:
-    return {
-        "prompt_tokens": PROMPT_TOKENS,
-        "completion_tokens": completion,
-        "total_tokens": PROMPT_TOKENS + completion,
-        "prompt_tokens_details": {"cached_tokens": 0},
-    }
 
 
 def _completion(model: str) -> dict[str, Any]:
@@ -43,7 +36,7 @@ def _completion(model: str) -> dict[str, Any]:
                 "finish_reason": "stop",
             }
         ],
-        "usage": _usage(len(WORDS)),
+        "usage": usage(PROMPT_TOKENS, len(WORDS)),
     }
 
 
@@ -78,11 +71,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     for i, word in enumerate(WORDS):
         if delay:
             await asyncio.sleep(delay)
-        await resp.write(_chunk(model, {"content": word}, None, _usage(i + 1)))
+        await resp.write(_chunk(model, {"content": word}, None, usage(PROMPT_TOKENS, i + 1)))
     await resp.write(_chunk(model, {}, "stop"))
     if (body.get("stream_options") or {}).get("include_usage"):
         chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
-                 "choices": [], "usage": _usage(len(WORDS))}  # fmt: skip
+                 "choices": [], "usage": usage(PROMPT_TOKENS, len(WORDS))}  # fmt: skip
         await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
     await resp.write(b"data: [DONE]\n\n")
     return resp
