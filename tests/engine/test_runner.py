@@ -180,6 +180,28 @@ def test_prompt_cache_second_turn(client: OpenAI) -> None:
     assert cached is not None and first.usage.prompt_tokens <= cached < second.usage.prompt_tokens
 
 
+def test_a_shared_system_prompt_is_reused_without_evicting_other_conversations(client: OpenAI) -> None:
+    """A reuses B's system-prompt KV (copied into another slot); B's own cache survives, exactly."""
+    system = {"role": "system", "content": "You are a terse assistant for a garden centre. " * 6}
+
+    def ask(question: str) -> Any:
+        msgs = [system, {"role": "user", "content": question}]
+        return client.chat.completions.create(model="m", messages=msgs, max_tokens=16, temperature=0)  # type: ignore[arg-type]
+
+    def cached(r: Any) -> int:
+        return int(r.usage.prompt_tokens_details.cached_tokens)
+
+    b_ref = ask("How deep should tulip bulbs be planted?")
+    assert cached(b_ref) < 10, "this system prompt is new to the runner"
+    a = ask("Which roses flower twice a year?")
+    assert 60 <= cached(a) < a.usage.prompt_tokens - 8, "A should reuse the system prompt, not B's question"
+    b = ask("How deep should tulip bulbs be planted?")
+    assert cached(b) == b.usage.prompt_tokens - 1, "B's cache must have survived A"
+    assert b.choices[0].message.content == b_ref.choices[0].message.content, "reused KV must equal computed KV"
+    a_again = ask("Which roses flower twice a year?")
+    assert cached(a_again) == a.usage.prompt_tokens - 1
+
+
 def test_seed_determinism(client: OpenAI) -> None:
     def run(seed: int) -> str:
         r = client.chat.completions.create(

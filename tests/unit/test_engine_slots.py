@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from slipstream.engine.jobs import Job
-from slipstream.engine.slots import Admission, SlotTable, common_prefix
+from slipstream.engine.slots import Admission, SlotTable, common_prefix, runs
 from slipstream.errors import SlipstreamError
 
 
@@ -17,14 +17,69 @@ def test_common_prefix() -> None:
     assert common_prefix([1, 2, 3], [1, 2, 4]) == 2 and common_prefix([], [1]) == 0
 
 
-def test_longest_prefix_slot_wins() -> None:
+def test_runs_counts_graphs_per_step() -> None:
+    assert runs(set()) == 0 and runs({0, 1, 2}) == 1 and runs({0, 1, 2, 5}) == 2 and runs({1, 3, 5}) == 3
+
+
+def test_the_previous_turn_of_a_chat_keeps_its_slot() -> None:
     table = SlotTable(3)
-    table.slots[1].tokens = [5, 6, 7, 8]
-    table.slots[2].tokens = [5, 6]
-    slots, hit = table.take([5, 6, 7, 9], 1)
-    assert slots[0].seq_id == 1 and hit == 3
-    slots2, hit2 = table.take([5, 6, 1], 2)
-    assert slots2[0].seq_id == 2 and hit2 == 2 and len(slots2) == 2
+    turn1 = list(range(40))
+    table.slots[1].tokens = list(turn1)
+    place = table.take([*turn1, 99, 98], 1)
+    assert place.slots[0].seq_id == 1 and place.cached == 40 and place.copy_from is None
+
+
+def test_a_shared_prefix_is_copied_into_a_free_slot_instead_of_overwriting_a_cache() -> None:
+    table = SlotTable(3)
+    system = list(range(30))
+    table.slots[0].tokens = [*system, 7, 7, 7]  # another conversation on the same system prompt
+    place = table.take([*system, 5, 5], 1)
+    assert place.slots[0].seq_id == 1, "slot 0's cached tail must survive"
+    assert place.copy_from == 0 and place.cached == 30
+
+
+def test_a_short_shared_prefix_is_not_worth_a_copy() -> None:
+    table = SlotTable(2)
+    table.slots[0].tokens = [1, 2, 3, 4]
+    place = table.take([1, 2, 3, 9], 1)
+    assert place.slots[0].seq_id == 1 and place.copy_from is None and place.cached == 0
+
+
+def test_the_same_prompt_again_reuses_its_slot_in_place() -> None:
+    table = SlotTable(3)
+    prompt = list(range(40))
+    table.slots[2].tokens = [*prompt, 7, 7]  # its earlier answer's tail is given up
+    place = table.take(prompt, 1)
+    assert place.slots[0].seq_id == 2 and place.cached == 40 and place.copy_from is None
+
+
+def test_when_every_slot_holds_a_cache_the_least_recently_used_goes() -> None:
+    table = SlotTable(3)
+    for i, used in enumerate((3.0, 1.0, 2.0)):
+        table.slots[i].tokens, table.slots[i].last_used = [100 + i] * 5, used
+    assert table.take([1, 2, 3], 1).slots[0].seq_id == 1
+
+
+def test_compaction_closes_gaps_with_the_fewest_moves() -> None:
+    table = SlotTable(8)
+    for i in (0, 2, 3, 7):
+        table.slots[i].busy = True
+        table.slots[i].tokens = [i] * 3
+    moves = table.compaction_moves()
+    assert moves == [(7, 1)]
+    for src, dst in moves:
+        table.move(src, dst)
+    busy = {s.seq_id for s in table.slots if s.busy}
+    assert busy == {0, 1, 2, 3} and runs(busy) == 1 and table.compaction_moves() == []
+    assert table.slots[1].tokens == [7, 7, 7] and table.slots[7].tokens == [7, 7, 7], "the old slot stays a cache"
+
+
+def test_siblings_of_n_choices_are_contiguous() -> None:
+    table = SlotTable(6)
+    table.slots[2].busy = True
+    place = table.take([1, 2, 3], 3)
+    ids = sorted(s.seq_id for s in place.slots)
+    assert runs({*ids, 2}) == 1 and all(s.busy for s in place.slots)
 
 
 def test_admission_queue_bound_and_fifo() -> None:

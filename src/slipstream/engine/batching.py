@@ -35,7 +35,7 @@ class Engine:
         self.slots = SlotTable(parallel)
         self._batch = TokenBatch(model.config.batch_size)
         self._deliver = deliver
-        self._active: list[Sequence] = []  # on a slot, in admission order
+        self._active: list[Sequence] = []  # on a slot, in slot order
         self._outbox: dict[Job, list[Event]] = {}
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="slipstream-engine", daemon=True)
@@ -80,6 +80,7 @@ class Engine:
                 for job in self.admission.take_ready():
                     self._admit(job)
                 self._reap_cancelled()
+                self._compact()
                 if not self._active:
                     self.admission.wait(timeout=1.0)
                     continue
@@ -109,14 +110,21 @@ class Engine:
         if job.cancelled:
             self._free_job(job)
             return
-        slots, hit = self.slots.take(job.prompt, job.n)
+        place = self.slots.take(job.prompt, job.n)
         # always re-evaluate at least the last prompt token so its logits exist
-        keep = min(hit, len(job.prompt) - 1)
+        keep = min(place.cached, len(job.prompt) - 1)
+        target = place.slots[0]
+        if place.copy_from is not None:
+            self.model.seq_copy(place.copy_from, target.seq_id)
+            target.tokens[:] = self.slots.slots[place.copy_from].tokens[:keep]
+        self.model.seq_clear(target.seq_id, keep)
+        del target.tokens[keep:]
+        for sibling in place.slots[1:]:  # stale until the first choice's KV is copied in
+            self.model.seq_clear(sibling.seq_id)
+            sibling.tokens.clear()
         first = job.seqs[0]
-        for seq, slot in zip(job.seqs, slots, strict=True):
+        for seq, slot in zip(job.seqs, place.slots, strict=True):
             seq.slot = slot.seq_id
-        self.model.seq_clear(first.slot, keep)
-        del slots[0].tokens[keep:]
         first.n_past = keep
         first.state = SeqState.PREFILL
         for seq in job.seqs[1:]:
@@ -125,6 +133,7 @@ class Engine:
         self.admitted_jobs += 1
         self.queue_wait_s += time.monotonic() - job.submitted_at
         self._active.extend(job.seqs)
+        self._active.sort(key=lambda s: s.slot)  # batch order = seq id order: one graph per step (see slots.py)
         self.active_jobs += 1
         self.last_active_at = time.time()
 
@@ -135,24 +144,44 @@ class Engine:
             self.slots.slots[seq.slot].tokens.clear()
             self._end(seq, notify=False)
 
+    def _compact(self) -> None:
+        """Keep the busy slots consecutive, so each step is one graph (see slots.py)."""
+        moves = self.slots.compaction_moves()
+        if not moves:
+            return
+        by_slot = {seq.slot: seq for seq in self._active}
+        for src, dst in moves:
+            seq = by_slot.get(src)
+            if seq is None:  # a reservation without a sequence would be a bug elsewhere; leave it be
+                continue
+            if seq.state is not SeqState.FOLLOW:  # a FOLLOW sibling has no KV yet: only its reservation moves
+                self.model.seq_copy(src, dst)
+            self.slots.move(src, dst)
+            seq.slot = dst
+        self._active.sort(key=lambda s: s.slot)
+
     def _step(self) -> None:
         batch = self._batch
         batch.clear()
+        n_decoding = sum(1 for s in self._active if s.state is SeqState.DECODE)
+        room = batch.capacity - n_decoding
+        budget = room if not n_decoding else min(room, self.prefill_chunk)
+        chunk_len: dict[Sequence, int] = {}  # prompt budget goes to the oldest requests first
+        for seq in sorted((s for s in self._active if s.state is SeqState.PREFILL), key=lambda s: s.job.submitted_at):
+            if budget == 0:
+                break
+            chunk_len[seq] = n = min(budget, len(seq.job.prompt) - seq.n_past)
+            budget -= n
         decoding: list[tuple[Sequence, int]] = []
         prefilling: list[tuple[Sequence, int, int]] = []  # seq, chunk length, logits index or -1
-        for seq in self._active:
+        for seq in self._active:  # in slot order, so the batch decodes as one graph (see slots.py)
             if seq.state is SeqState.DECODE:
                 decoding.append((seq, batch.add(seq.next_token, seq.n_past, seq.slot)))
-        budget = batch.room if not decoding else min(batch.room, self.prefill_chunk)
-        for seq in self._active:
-            if seq.state is not SeqState.PREFILL or budget == 0:
-                continue
-            prompt = seq.job.prompt
-            chunk = prompt[seq.n_past : seq.n_past + budget]
-            budget -= len(chunk)
-            last = seq.n_past + len(chunk) == len(prompt)
-            idx = batch.add_run(chunk, seq.n_past, seq.slot, last)
-            prefilling.append((seq, len(chunk), idx if last else -1))
+            elif seq in chunk_len:
+                prompt, n = seq.job.prompt, chunk_len[seq]
+                last = seq.n_past + n == len(prompt)
+                idx = batch.add_run(prompt[seq.n_past : seq.n_past + n], seq.n_past, seq.slot, last)
+                prefilling.append((seq, n, idx if last else -1))
         if batch.n == 0:
             return
         rc = self.model.decode(batch)

@@ -212,10 +212,6 @@ class TokenBatch:
     def clear(self) -> None:
         self.n = 0
 
-    @property
-    def room(self) -> int:
-        return self.capacity - self.n
-
     def add(self, token: int, pos: int, seq_id: int) -> int:
         """Add one token whose logits are wanted; returns its batch index."""
         i = self.n
