@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -81,6 +82,17 @@ def test_ps_shows_runner_details(sdk: OpenAI, engine_server: LiveServer) -> None
     cmdline = psutil.Process(row["pid"]).cmdline()
     assert cmdline[cmdline.index("--kv-type") + 1] == "f16"
     assert cmdline[cmdline.index("--n-ctx") + 1] == "1024"
+
+
+def test_runners_listen_only_on_a_private_unix_socket(sdk: OpenAI, engine_server: LiveServer) -> None:
+    """No other local user can reach a model past the gateway's keys: no TCP port, a 0600 socket in a 0700 dir."""
+    sdk.chat.completions.create(model="twin", messages=HELLO, max_tokens=2)
+    proc = psutil.Process(runners(engine_server)["twin"]["pid"])
+    assert [c for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN] == []
+    cmdline = proc.cmdline()
+    sock = Path(cmdline[cmdline.index("--socket") + 1])
+    assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.stat().st_mode) == 0o600
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
 
 
 def test_kill_mid_stream_gives_error_event_error_row_and_recovery(sdk: OpenAI, engine_server: LiveServer) -> None:

@@ -24,7 +24,6 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)  # accept from now on, so the announced URL works before uvicorn is up
-    sock.set_inheritable(True)
     return sock
 
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import secrets
 import signal
 import sys
 import time
@@ -37,12 +38,13 @@ class RunnerSpec:
     threads: int
     chat_template: str | None = None
     kv_cache_type: str = "q8_0"
+    socket_dir: Path | None = None  # serve on a Unix socket in this private directory, else TCP loopback
 
-    def argv(self) -> list[str]:
+    def argv(self, socket: Path | None = None) -> list[str]:
+        listen = ["--socket", str(socket)] if socket else ["--host", "127.0.0.1", "--port", "0"]
         args = [
             sys.executable, "-m", "slipstream.engine.runner",
-            "--model", str(self.gguf), "--model-id", self.model_id,
-            "--host", "127.0.0.1", "--port", "0",
+            "--model", str(self.gguf), "--model-id", self.model_id, *listen,
             "--n-ctx", str(self.n_ctx), "--parallel", str(self.parallel),
             "--queue-size", str(self.queue_size), "--threads", str(self.threads),
             "--kv-type", self.kv_cache_type,
@@ -55,9 +57,15 @@ class RunnerSpec:
 @dataclass(slots=True)
 class StartedRunner:
     process: asyncio.subprocess.Process
-    port: int
+    port: int  # 0 when serving on a Unix socket
     info: dict[str, Any]
     startup_s: float
+    socket: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        # over a Unix socket the host is a placeholder: the session's connector decides where to go
+        return "http://runner" if self.socket else f"http://127.0.0.1:{self.port}"
 
 
 def _die_with_parent() -> None:
@@ -71,8 +79,9 @@ async def spawn_runner(spec: RunnerSpec, timeout_s: float) -> StartedRunner:
     if not spec.gguf.is_file():
         raise ModelUnavailable(f"The model file for '{spec.model_id}' is missing: {spec.gguf}")
     started = time.perf_counter()
+    socket = spec.socket_dir / f"{secrets.token_hex(6)}.sock" if spec.socket_dir else None
     proc = await asyncio.create_subprocess_exec(
-        *spec.argv(),
+        *spec.argv(socket),
         stdout=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL,
         preexec_fn=_die_with_parent,
@@ -100,7 +109,7 @@ async def spawn_runner(spec: RunnerSpec, timeout_s: float) -> StartedRunner:
         await stop_process(proc)
         raise
     asyncio.get_running_loop().create_task(_drain(proc.stdout))
-    return StartedRunner(proc, int(info["port"]), info, time.perf_counter() - started)
+    return StartedRunner(proc, int(info["port"]), info, time.perf_counter() - started, info.get("socket"))
 
 
 async def _drain(stream: asyncio.StreamReader) -> None:

@@ -2,11 +2,12 @@
 
 Contract with the supervisor:
 
-- flags: ``--model PATH --model-id ID [--host 127.0.0.1] [--port 0] [--n-ctx 8192]
+- flags: ``--model PATH --model-id ID [--host 127.0.0.1] [--port 0] [--socket PATH] [--n-ctx 8192]
   [--parallel 8] [--queue-size 64] [--threads 2] [--batch-size 512] [--prefill-chunk 64]
   [--chat-template JINJA] [--kv-type q8_0|f16]``; ``--n-ctx`` is the context every slot gets;
-- when serving, exactly one stdout line ``SLIPSTREAM_RUNNER_READY {"port", "pid", "n_ctx",
-  "parallel"}``; all logs go to stderr;
+  ``--socket`` serves on a Unix socket (mode 0600) instead of TCP, as the supervisor does;
+- when serving, exactly one stdout line ``SLIPSTREAM_RUNNER_READY {"port", "socket", "pid",
+  "n_ctx", "parallel"}`` (``port`` 0 with a socket, ``socket`` null without); logs go to stderr;
 - a model that cannot be loaded exits with status 2 and a message on stderr;
 - SIGTERM / SIGINT stop it cleanly with status 0.
 
@@ -37,6 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model-id", required=True, help="model id served under /v1/models")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (see the READY line)")
+    p.add_argument("--socket", type=Path, default=None, help="serve on this Unix socket instead of TCP")
     p.add_argument("--n-ctx", type=int, default=8192, help="context length of every slot")
     p.add_argument("--parallel", type=int, default=8, help="sequences decoded together")
     p.add_argument("--queue-size", type=int, default=64, help="requests waiting for a slot before 429")
@@ -91,10 +93,7 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
     from slipstream.engine.prompt import PromptRenderer
     from slipstream.engine.service import RunnerState
 
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    sock.listen(1024)
+    sock = _listen(args)
     await asyncio.get_running_loop().run_in_executor(None, loader.join)
     if loader.error is not None or loader.model is None:
         print(f"slipstream runner: cannot load model {args.model}: {loader.error}", file=sys.stderr, flush=True)
@@ -118,18 +117,40 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    port = sock.getsockname()[1]
-    ready = {"port": port, "pid": os.getpid(), "n_ctx": args.n_ctx, "parallel": args.parallel}
+    port = 0 if args.socket else sock.getsockname()[1]
+    where = str(args.socket) if args.socket else f"{args.host}:{port}"
+    ready = {"port": port, "socket": args.socket and str(args.socket), "pid": os.getpid(), "n_ctx": args.n_ctx,
+             "parallel": args.parallel}  # fmt: skip
     sys.stdout.write("SLIPSTREAM_RUNNER_READY " + json.dumps(ready) + "\n")
     sys.stdout.flush()
-    log.info("serving %s on %s:%d", args.model_id, args.host, port)
+    log.info("serving %s on %s", args.model_id, where)
     await stop.wait()
     log.info("shutting down")
     await loop.run_in_executor(None, engine.stop)  # in-flight requests end with an error event
     await asyncio.sleep(0.05)
     await runner.cleanup()
     model.close()
+    if args.socket:
+        args.socket.unlink(missing_ok=True)
     return 0
+
+
+def _listen(args: argparse.Namespace) -> socket.socket:
+    """A Unix socket only this user can open (the gateway's hop costs less than over TCP), or TCP."""
+    if args.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        args.socket.unlink(missing_ok=True)
+        old_mask = os.umask(0o177)
+        try:
+            sock.bind(str(args.socket))
+        finally:
+            os.umask(old_mask)
+    else:
+        sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host, args.port))
+    sock.listen(1024)
+    return sock
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,9 +12,12 @@ import asyncio
 import contextlib
 import functools
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -50,7 +53,7 @@ class Runner:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.started.port}"
+        return self.started.base_url
 
     @property
     def alive(self) -> bool:
@@ -78,6 +81,9 @@ class Supervisor:
         self.cold_starts = 0
         self.on_cold_start: Callable[[str, float], None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        # Runners listen on Unix sockets in a directory only this user can enter: no other local
+        # user can reach a model without a key, and the relay costs less than over TCP loopback.
+        self._socket_dir = Path(tempfile.mkdtemp(prefix="slipstream-runners-"))
 
     def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -95,6 +101,7 @@ class Supervisor:
             threads=self._settings.threads,
             chat_template=entry.chat_template,
             kv_cache_type=entry.kv_cache_type,
+            socket_dir=self._socket_dir,
         )
 
     async def acquire(self, entry: ModelEntry) -> Runner:
@@ -136,10 +143,9 @@ class Supervisor:
                 await self._stop(stale)
             await self._make_room(spec)
             started = await self._spawn(spec, self._settings.start_timeout_s)
-            session = new_session()
-            runner = Runner(spec, entry.keep_alive, started, session, OpenAICompatClient(
-                f"http://127.0.0.1:{started.port}/v1", session
-            ))  # fmt: skip
+            session = new_session(unix_socket=started.socket)
+            client = OpenAICompatClient(started.base_url + "/v1", session)
+            runner = Runner(spec, entry.keep_alive, started, session, client)
             self._runners[entry.id] = runner
         self.cold_starts += 1
         if self.on_cold_start is not None:
@@ -231,3 +237,4 @@ class Supervisor:
         async with self._lock:
             runners, self._runners = list(self._runners.values()), {}
         await asyncio.gather(*(self._stop(r) for r in runners), return_exceptions=True)
+        shutil.rmtree(self._socket_dir, ignore_errors=True)

@@ -21,8 +21,12 @@ from slipstream.providers.base import ChatCall, Provider, StreamEvent
 _CONNECT_ERRORS = (aiohttp.ClientConnectionError, ConnectionError, asyncio.TimeoutError)
 
 
-def new_session(*, read_timeout: float | None = 600.0) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=300)
+def new_session(*, read_timeout: float | None = 600.0, unix_socket: str | None = None) -> aiohttp.ClientSession:
+    connector: aiohttp.BaseConnector
+    if unix_socket:
+        connector = aiohttp.UnixConnector(unix_socket, limit=0, keepalive_timeout=30)
+    else:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=300)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout)
     return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True)
 
