@@ -17,8 +17,9 @@ import orjson
 import psutil
 from aiohttp import web
 
+from slipstream.engine.direct_stream import DirectWriter, RawBytes, write_raw
 from slipstream.engine.errors import internal, invalid
-from slipstream.engine.jobs import ChoiceDelta, Event, Job, JobDone, JobFailed
+from slipstream.engine.jobs import ChoiceDelta, Job, JobDone, JobFailed
 from slipstream.engine.params import parse_chat_request
 from slipstream.engine.responses import (
     ChunkWriter,
@@ -44,20 +45,6 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 def error_response(err: SlipstreamError) -> web.Response:
     return json_response(err.envelope(), err.status, err.headers() or None)
-
-
-def make_deliver(loop: asyncio.AbstractEventLoop) -> Any:
-    """The engine's hand-off: one thread-safe call per decode step."""
-
-    def dispatch(items: list[tuple[Job, list[Event]]]) -> None:
-        for job, events in items:
-            if job.sink is not None:
-                job.sink.put_nowait(events)
-
-    def deliver(items: list[tuple[Job, list[Event]]]) -> None:
-        loop.call_soon_threadsafe(dispatch, items)
-
-    return deliver
 
 
 async def health(_: web.Request) -> web.Response:
@@ -115,10 +102,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     except SlipstreamError as err:
         return error_response(err)
     job.sink = asyncio.Queue()
+    if req.stream:
+        job.direct = DirectWriter.for_connection(request.transport, request.version)
     try:
         state.engine.submit(job)
     except SlipstreamError as err:
         state.discard(job)
+        if job.direct is not None:
+            job.direct.close()
         return error_response(err)
     tools = req.tool_choice != "none"
     try:
@@ -126,6 +117,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             return await _stream(request, state, job, req.model, tools, req.include_usage, req.continuous_usage)
         return await _collect(state, job, req.model, tools)
     finally:
+        if job.direct is not None:
+            job.direct.close()
         if not job.finished:
             state.engine.cancel(job)
 
@@ -189,6 +182,12 @@ async def _stream(
             return None
         return usage(len(job.prompt), sum(ch.tokens), job.cached_tokens)
 
+    direct: DirectWriter | None = job.direct
+    if direct is not None:
+        if resp.headers.get("Transfer-Encoding") == "chunked":  # aiohttp chose chunking in prepare()
+            direct.render = lambda ev: _delta_events(state, writer, ch, ev, running_usage, continuous)
+        else:
+            direct.give_up()
     while True:
         events = await job.sink.get()
         out: list[bytes] = []
@@ -197,7 +196,9 @@ async def _stream(
             role = {"role": "assistant", "content": ""}
             out += [_sse(writer.chunk(i, role, usage=running_usage())) for i in range(job.n)]
         for ev in events:
-            if isinstance(ev, ChoiceDelta):
+            if isinstance(ev, RawBytes):  # the rest of a direct write: already framed, goes first
+                write_raw(request.transport, ev)
+            elif isinstance(ev, ChoiceDelta):
                 out += _delta_events(state, writer, ch, ev, running_usage, continuous)
             elif isinstance(ev, JobDone):
                 if include_usage:
@@ -214,6 +215,8 @@ async def _stream(
                 return resp
         if out:
             await resp.write(b"".join(out))
+        if direct is not None:
+            direct.try_activate(request.transport, job.sink.empty())
 
 
 def _delta_events(

@@ -75,6 +75,7 @@ class Job:
     cached_tokens: int = 0
     seqs: list[Sequence] = field(default_factory=list)
     sink: Any = None  # the HTTP side's event queue
+    direct: Any = None  # a stream's DirectWriter (direct_stream.py), or None
     submitted_at: float = field(default_factory=time.monotonic)  # for queue-time accounting
 
     def __post_init__(self) -> None:

@@ -89,7 +89,8 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
     from aiohttp import web
 
     from slipstream.engine.batching import Engine
-    from slipstream.engine.http_app import create_app, make_deliver
+    from slipstream.engine.direct_stream import make_deliver
+    from slipstream.engine.http_app import create_app
     from slipstream.engine.prompt import PromptRenderer
     from slipstream.engine.service import RunnerState
 
