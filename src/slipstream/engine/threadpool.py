@@ -50,12 +50,6 @@ class Threadpool:
         self._cpu, self._llama = cpu, llama
         params = _ThreadpoolParams()
         base.ggml_threadpool_params_init(ctypes.byref(params), n_threads)
-        import os as _os
-
-        if _os.environ.get("SLIP_POLL"):
-            params.poll = int(_os.environ["SLIP_POLL"])
-        if _os.environ.get("SLIP_PRIO"):
-            params.prio = int(_os.environ["SLIP_PRIO"])
         self._pool = cpu.ggml_threadpool_new(ctypes.byref(params))
         self._ctx = ctypes.cast(ctx, ctypes.c_void_p)
         if self._pool:
