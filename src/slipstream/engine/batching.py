@@ -151,9 +151,7 @@ class Engine:
             return
         by_slot = {seq.slot: seq for seq in self._active}
         for src, dst in moves:
-            seq = by_slot.get(src)
-            if seq is None:  # a reservation without a sequence would be a bug elsewhere; leave it be
-                continue
+            seq = by_slot[src]
             if seq.state is not SeqState.FOLLOW:  # a FOLLOW sibling has no KV yet: only its reservation moves
                 self.model.seq_copy(src, dst)
             self.slots.move(src, dst)

@@ -137,7 +137,7 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
 
 
 def _listen(args: argparse.Namespace) -> socket.socket:
-    """A Unix socket only this user can open (the gateway's hop costs less than over TCP), or TCP."""
+    """A Unix socket only this user can open (how the supervisor runs us), or TCP for use by hand."""
     if args.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         args.socket.unlink(missing_ok=True)

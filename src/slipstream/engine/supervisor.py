@@ -81,14 +81,19 @@ class Supervisor:
         self.cold_starts = 0
         self.on_cold_start: Callable[[str, float], None] | None = None
         self._background: set[asyncio.Task[None]] = set()
-        # Runners listen on Unix sockets in a directory only this user can enter: no other local
-        # user can reach a model without a key, and the relay costs less than over TCP loopback.
-        self._socket_dir = Path(tempfile.mkdtemp(prefix="slipstream-runners-"))
+        self._socket_dir: Path | None = None  # made on the first cold start, removed by aclose()
 
     def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _sockets(self) -> Path:
+        """Runners listen on Unix sockets in a directory only this user can enter, so no other
+        local user can reach a model without a key (TCP loopback is open to every user)."""
+        if self._socket_dir is None:
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="slipstream-runners-"))
+        return self._socket_dir
 
     def spec_for(self, entry: ModelEntry) -> RunnerSpec:
         assert entry.gguf is not None
@@ -101,7 +106,7 @@ class Supervisor:
             threads=self._settings.threads,
             chat_template=entry.chat_template,
             kv_cache_type=entry.kv_cache_type,
-            socket_dir=self._socket_dir,
+            socket_dir=self._sockets(),
         )
 
     async def acquire(self, entry: ModelEntry) -> Runner:
@@ -237,4 +242,5 @@ class Supervisor:
         async with self._lock:
             runners, self._runners = list(self._runners.values()), {}
         await asyncio.gather(*(self._stop(r) for r in runners), return_exceptions=True)
-        shutil.rmtree(self._socket_dir, ignore_errors=True)
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
