@@ -30,6 +30,9 @@ class EngineSettings(BaseModel):
     memory_budget_bytes: int = Field(default=8 * 1024**3, ge=0, description="0 means no memory budget")
     threads: int = Field(default=max(1, os.cpu_count() or 1), ge=1)
     start_timeout_s: float = Field(default=120.0, gt=0)
+    lend_client_sockets: bool = Field(
+        default=True, description="let a loaded runner write a stream straight to the client's socket"
+    )
 
 
 class Settings(BaseModel):

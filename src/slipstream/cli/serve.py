@@ -50,6 +50,7 @@ def _announce(settings: Settings, url: str, admin_token: str | None) -> None:
 
 async def run_server(settings: Settings) -> None:
     from slipstream.http.app import create_app
+    from slipstream.http.lending import TransportExposingProtocol
     from slipstream.services import Services
 
     sock = _bind(settings.host, settings.port)
@@ -60,7 +61,7 @@ async def run_server(settings: Settings) -> None:
         app = create_app(services)
         config = uvicorn.Config(
             app,
-            http="httptools",
+            http=TransportExposingProtocol,
             loop="none",
             lifespan="off",
             access_log=False,

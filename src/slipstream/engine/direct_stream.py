@@ -61,15 +61,19 @@ class DirectWriter:
         # written, the number cannot meanwhile be reused for another client's connection.
         return cls(os.dup(fd)) if fd >= 0 else None
 
-    def try_activate(self, transport: asyncio.BaseTransport | None, queue_empty: bool) -> None:
-        """Loop thread: switch to direct writes if nothing is in flight through the loop."""
+    def attach(self, fd: int) -> None:
+        """Loop thread: the descriptor to write to, when it arrives after the job was submitted."""
         with self.lock:
-            if self.active or self.given_up or self.render is None:
+            self._fd = fd
+
+    def try_activate(self, idle: bool) -> None:
+        """Loop thread: switch to direct writes if nothing is in flight through the loop.
+
+        ``idle`` says the loop has no events queued and the carrier has nothing buffered."""
+        with self.lock:
+            if self.active or self.given_up or self.render is None or self._fd < 0:
                 return
-            if transport is None or transport.is_closing():
-                return
-            buffered = getattr(transport, "get_write_buffer_size", None)  # uvloop's are not WriteTransports
-            if queue_empty and self.posted == self.received and buffered is not None and buffered() == 0:
+            if idle and self.posted == self.received:
                 self.active = True
 
     def give_up(self) -> None:

@@ -21,16 +21,9 @@ from slipstream.engine.direct_stream import DirectWriter, RawBytes, write_raw
 from slipstream.engine.errors import internal, invalid
 from slipstream.engine.jobs import ChoiceDelta, Job, JobDone, JobFailed
 from slipstream.engine.params import parse_chat_request
-from slipstream.engine.responses import (
-    ChunkWriter,
-    choice,
-    completion,
-    completion_id,
-    logprob_items,
-    piece_delta,
-)
+from slipstream.engine.responses import ChunkWriter, choice, completion, completion_id, logprob_items
 from slipstream.engine.service import RunnerState
-from slipstream.engine.tool_calls import ChoiceOutput
+from slipstream.engine.stream_pump import Choices, StreamShape, pump, sse
 from slipstream.errors import ModelNotFound, SlipstreamError, from_envelope
 from slipstream.protocol.usage import usage
 
@@ -83,6 +76,7 @@ async def status(request: web.Request) -> web.Response:
             "last_active_at": engine.last_active_at,
             "rss_bytes": psutil.Process(os.getpid()).memory_info().rss,
             "tokens_generated": engine.tokens_generated,
+            "lent_streams": state.lent_streams,
             "admitted_requests": engine.admitted_jobs,
             "queue_wait_s_total": round(engine.queue_wait_s, 6),
         }
@@ -114,7 +108,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     tools = req.tool_choice != "none"
     try:
         if req.stream:
-            return await _stream(request, state, job, req.model, tools, req.include_usage, req.continuous_usage)
+            shape = StreamShape(ChunkWriter(completion_id(), int(time.time()), req.model), tools,
+                                req.include_usage, req.continuous_usage)  # fmt: skip
+            return await _stream(request, state, job, shape)
         return await _collect(state, job, req.model, tools)
     finally:
         if job.direct is not None:
@@ -123,24 +119,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             state.engine.cancel(job)
 
 
-class _Choices:
-    """Per-choice output assembly shared by the JSON and SSE paths."""
-
-    def __init__(self, n: int, tools: bool) -> None:
-        self.outputs = [ChoiceOutput(tools) for _ in range(n)]
-        self.tokens = [0] * n
-        self.finish: list[str | None] = [None] * n
-
-    def finish_reason(self, i: int, raw: str) -> str:
-        out = self.outputs[i]
-        if out.call is not None and out.call_complete and raw == "stop":
-            return "tool_calls"
-        return raw
-
-
 async def _collect(state: RunnerState, job: Job, model: str, tools: bool) -> web.Response:
     rid, created = completion_id(), int(time.time())
-    ch = _Choices(job.n, tools)
+    ch = Choices(job.n, tools)
     logprobs: list[list[dict[str, Any]]] = [[] for _ in range(job.n)]
     while True:
         for ev in await job.sink.get():
@@ -167,82 +148,41 @@ async def _collect(state: RunnerState, job: Job, model: str, tools: bool) -> web
             return json_response(completion(rid, created, model, choices, use))
 
 
-async def _stream(
-    request: web.Request, state: RunnerState, job: Job, model: str, tools: bool, include_usage: bool,
-    continuous: bool,
-) -> web.StreamResponse:  # fmt: skip
+class _ResponseOut:
+    """The runner's own aiohttp response as a stream carrier (aiohttp frames the chunks)."""
+
+    def __init__(self, request: web.Request, resp: web.StreamResponse) -> None:
+        self._request = request
+        self._resp = resp
+
+    async def write(self, data: bytes) -> None:
+        await self._resp.write(data)
+
+    def write_raw(self, data: RawBytes) -> None:
+        write_raw(self._request.transport, data)
+
+    def idle(self) -> bool:
+        transport = self._request.transport
+        if transport is None or transport.is_closing():
+            return False
+        buffered = getattr(transport, "get_write_buffer_size", None)  # uvloop's are not WriteTransports
+        return buffered is not None and buffered() == 0
+
+
+async def _stream(request: web.Request, state: RunnerState, job: Job, shape: StreamShape) -> web.StreamResponse:
     resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
     await resp.prepare(request)
-    writer = ChunkWriter(completion_id(), int(time.time()), model)
-    ch = _Choices(job.n, tools)
-    started = False
-
-    def running_usage() -> dict[str, Any] | None:
-        if not continuous:
-            return None
-        return usage(len(job.prompt), sum(ch.tokens), job.cached_tokens)
-
     direct: DirectWriter | None = job.direct
-    if direct is not None:
-        if resp.headers.get("Transfer-Encoding") == "chunked":  # aiohttp chose chunking in prepare()
-            direct.render = lambda ev: _delta_events(state, writer, ch, ev, running_usage, continuous)
-        else:
-            direct.give_up()
-    while True:
-        events = await job.sink.get()
-        out: list[bytes] = []
-        if not started:
-            started = True
-            role = {"role": "assistant", "content": ""}
-            out += [_sse(writer.chunk(i, role, usage=running_usage())) for i in range(job.n)]
-        for ev in events:
-            if isinstance(ev, RawBytes):  # the rest of a direct write: already framed, goes first
-                write_raw(request.transport, ev)
-            elif isinstance(ev, ChoiceDelta):
-                out += _delta_events(state, writer, ch, ev, running_usage, continuous)
-            elif isinstance(ev, JobDone):
-                if include_usage:
-                    use = usage(ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens)
-                    out.append(_sse(writer.usage_chunk(use)))
-                out.append(b"data: [DONE]\n\n")
-                await resp.write(b"".join(out))
-                await resp.write_eof()
-                return resp
-            else:
-                out.append(_sse(internal(ev.message).envelope()))
-                await resp.write(b"".join(out))
-                await resp.write_eof()
-                return resp
-        if out:
-            await resp.write(b"".join(out))
-        if direct is not None:
-            direct.try_activate(request.transport, job.sink.empty())
-
-
-def _delta_events(
-    state: RunnerState, writer: ChunkWriter, ch: _Choices, ev: ChoiceDelta, running_usage: Any, continuous: bool
-) -> list[bytes]:
-    i = ev.index
-    ch.tokens[i] = ev.completion_tokens
-    output = ch.outputs[i]
-    pieces = output.feed(ev.text)
-    if ev.finish_reason is not None:
-        pieces += output.finish()
-    lp = logprob_items(state.model, ev.logprobs) if ev.logprobs else None
-    out = []
-    for piece in pieces:
-        out.append(_sse(writer.chunk(i, piece_delta(piece), logprobs=lp, usage=running_usage())))
-        lp = None
-    if not pieces and (lp is not None or (continuous and ev.finish_reason is None)):
-        out.append(_sse(writer.chunk(i, {"content": ""}, logprobs=lp, usage=running_usage())))
-    if ev.finish_reason is not None:
-        reason = ch.finish_reason(i, ev.finish_reason)
-        out.append(_sse(writer.chunk(i, {}, finish_reason=reason, usage=running_usage())))
-    return out
-
-
-def _sse(data: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(data) + b"\n\n"
+    if direct is not None and resp.headers.get("Transfer-Encoding") != "chunked":
+        direct.give_up()  # aiohttp did not choose chunking in prepare(): nothing to frame with
+        direct = None
+    end = await pump(state, job, shape, _ResponseOut(request, resp), direct)
+    if isinstance(end, JobDone):
+        await resp.write(b"data: [DONE]\n\n")
+    else:
+        await resp.write(sse(internal(end.message).envelope()))
+    await resp.write_eof()
+    return resp
 
 
 @web.middleware

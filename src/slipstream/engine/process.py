@@ -41,7 +41,10 @@ class RunnerSpec:
     socket_dir: Path | None = None  # serve on a Unix socket in this private directory, else TCP loopback
 
     def argv(self, socket: Path | None = None) -> list[str]:
-        listen = ["--socket", str(socket)] if socket else ["--host", "127.0.0.1", "--port", "0"]
+        if socket:
+            listen = ["--socket", str(socket), "--handoff-socket", str(socket.with_suffix(".handoff"))]
+        else:
+            listen = ["--host", "127.0.0.1", "--port", "0"]
         args = [
             sys.executable, "-m", "slipstream.engine.runner",
             "--model", str(self.gguf), "--model-id", self.model_id, *listen,
@@ -61,6 +64,7 @@ class StartedRunner:
     info: dict[str, Any]
     startup_s: float
     socket: str | None = None
+    handoff: str | None = None  # where the runner takes lent client sockets (handoff_wire.py)
 
     @property
     def base_url(self) -> str:
@@ -109,7 +113,9 @@ async def spawn_runner(spec: RunnerSpec, timeout_s: float) -> StartedRunner:
         await stop_process(proc)
         raise
     asyncio.get_running_loop().create_task(_drain(proc.stdout))
-    return StartedRunner(proc, int(info["port"]), info, time.perf_counter() - started, info.get("socket"))
+    return StartedRunner(
+        proc, int(info["port"]), info, time.perf_counter() - started, info.get("socket"), info.get("handoff")
+    )
 
 
 async def _drain(stream: asyncio.StreamReader) -> None:

@@ -44,8 +44,9 @@ def piece_delta(piece: Piece) -> dict[str, Any]:
 class ChunkWriter:
     """Serialises stream chunks of one response; all share id, created and model."""
 
-    def __init__(self, rid: str, created: int, model: str) -> None:
+    def __init__(self, rid: str, created: int, model: str, *, usage_key: bool = True) -> None:
         self._head = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
+        self._usage_key = usage_key  # OpenAI omits "usage" unless the client asked for it
 
     def chunk(
         self,
@@ -58,7 +59,10 @@ class ChunkWriter:
     ) -> dict[str, Any]:
         lp = {"content": logprobs, "refusal": None} if logprobs is not None else None
         choice = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish_reason}
-        return {**self._head, "system_fingerprint": None, "choices": [choice], "usage": usage}
+        chunk = {**self._head, "system_fingerprint": None, "choices": [choice]}
+        if self._usage_key:
+            chunk["usage"] = usage
+        return chunk
 
     def usage_chunk(self, usage: dict[str, Any]) -> dict[str, Any]:
         return {**self._head, "system_fingerprint": None, "choices": [], "usage": usage}

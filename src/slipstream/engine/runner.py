@@ -2,12 +2,15 @@
 
 Contract with the supervisor:
 
-- flags: ``--model PATH --model-id ID [--host 127.0.0.1] [--port 0] [--socket PATH] [--n-ctx 8192]
+- flags: ``--model PATH --model-id ID [--host 127.0.0.1] [--port 0] [--socket PATH]
+  [--handoff-socket PATH] [--n-ctx 8192]
   [--parallel 8] [--queue-size 64] [--threads 2] [--batch-size 512] [--prefill-chunk 64]
   [--chat-template JINJA] [--kv-type q8_0|f16]``; ``--n-ctx`` is the context every slot gets;
   ``--socket`` serves on a Unix socket (mode 0600) instead of TCP, as the supervisor does;
-- when serving, exactly one stdout line ``SLIPSTREAM_RUNNER_READY {"port", "socket", "pid",
-  "n_ctx", "parallel"}`` (``port`` 0 with a socket, ``socket`` null without); logs go to stderr;
+  ``--handoff-socket`` also takes streams whose client socket the gateway lends (``handoff_wire.py``);
+- when serving, exactly one stdout line ``SLIPSTREAM_RUNNER_READY {"port", "socket", "handoff",
+  "pid", "n_ctx", "parallel"}`` (``port`` 0 with a socket, ``socket`` and ``handoff`` null
+  without); logs go to stderr;
 - a model that cannot be loaded exits with status 2 and a message on stderr;
 - SIGTERM / SIGINT stop it cleanly with status 0.
 
@@ -39,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (see the READY line)")
     p.add_argument("--socket", type=Path, default=None, help="serve on this Unix socket instead of TCP")
+    p.add_argument(
+        "--handoff-socket", type=Path, default=None, help="take streams' client sockets from the gateway here"
+    )
     p.add_argument("--n-ctx", type=int, default=8192, help="context length of every slot")
     p.add_argument("--parallel", type=int, default=8, help="sequences decoded together")
     p.add_argument("--queue-size", type=int, default=64, help="requests waiting for a slot before 429")
@@ -90,6 +96,7 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
 
     from slipstream.engine.batching import Engine
     from slipstream.engine.direct_stream import make_deliver
+    from slipstream.engine.handoff_server import HandoffServer
     from slipstream.engine.http_app import create_app
     from slipstream.engine.prompt import PromptRenderer
     from slipstream.engine.service import RunnerState
@@ -115,13 +122,16 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
     runner = web.AppRunner(create_app(state), handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     await web.SockSite(runner, sock).start()
+    handoff = HandoffServer(state, args.handoff_socket) if args.handoff_socket else None
+    if handoff is not None:
+        await handoff.start()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     port = 0 if args.socket else sock.getsockname()[1]
     where = str(args.socket) if args.socket else f"{args.host}:{port}"
     ready = {"port": port, "socket": args.socket and str(args.socket), "pid": os.getpid(), "n_ctx": args.n_ctx,
-             "parallel": args.parallel}  # fmt: skip
+             "parallel": args.parallel, "handoff": args.handoff_socket and str(args.handoff_socket)}  # fmt: skip
     sys.stdout.write("SLIPSTREAM_RUNNER_READY " + json.dumps(ready) + "\n")
     sys.stdout.flush()
     log.info("serving %s on %s", args.model_id, where)
@@ -129,6 +139,8 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
     log.info("shutting down")
     await loop.run_in_executor(None, engine.stop)  # in-flight requests end with an error event
     await asyncio.sleep(0.05)
+    if handoff is not None:
+        await handoff.close()
     await runner.cleanup()
     model.close()
     if args.socket:

@@ -26,6 +26,7 @@ class RunnerState:
     n_ctx: int
     parallel: int
     pid: int
+    lent_streams: int = 0  # streams written to a client socket the gateway lent (handoff_server.py)
     _eog: tuple[int, ...] | None = field(default=None, repr=False)
 
     def eog_tokens(self) -> tuple[int, ...]:

@@ -119,6 +119,16 @@ class Supervisor:
                 self._starting[entry.id] = task
                 task.add_done_callback(functools.partial(self._start_finished, entry.id))
             runner = await asyncio.shield(task)
+        return self._hold(runner)
+
+    def acquire_loaded(self, entry: ModelEntry) -> Runner | None:
+        """The entry's runner if it is up already (no cold start, no wait); pair with ``release``."""
+        runner = self._runners.get(entry.id)
+        if runner is None or not runner.alive:
+            return None
+        return self._hold(runner)
+
+    def _hold(self, runner: Runner) -> Runner:
         runner.active += 1
         if runner.idle_timer is not None:
             runner.idle_timer.cancel()
@@ -227,6 +237,7 @@ class Supervisor:
                     "slots_in_use": int(detail.get("slots_in_use", 0)),
                     "admitted_requests": int(detail.get("admitted_requests", 0)),
                     "queue_wait_s_total": float(detail.get("queue_wait_s_total", 0.0)),
+                    "lent_streams": int(detail.get("lent_streams", 0)),
                     "context_length": runner.spec.n_ctx,
                     "parallel": runner.spec.parallel,
                 }

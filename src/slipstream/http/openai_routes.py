@@ -16,6 +16,7 @@ from slipstream.catalog import ModelEntry
 from slipstream.errors import ModelNotFound
 from slipstream.http.auth import model_key_principal
 from slipstream.http.bodies import read_json
+from slipstream.http.lending import lendable_socket
 from slipstream.http.responses import json_response
 from slipstream.http.sse import SSE_HEADERS
 from slipstream.services import Services
@@ -44,6 +45,11 @@ def build_openai_routes(services: Services) -> list[Route]:
         body = await read_json(request, services.settings.max_body_bytes)
         prepared = services.chat.prepare(principal, body, request.state.request_id)
         if prepared.call.request.wants_stream:
+            lendable = lendable_socket(request.scope) if services.settings.engine.lend_client_sockets else None
+            if lendable is not None:
+                lent = await services.chat.open_lent_stream(prepared, *lendable)
+                if lent is not None:
+                    return lent
             stream = await services.chat.open_stream(prepared)
             return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
         return json_response(await services.chat.complete(prepared))

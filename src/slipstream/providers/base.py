@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from slipstream.catalog import ModelEntry
 from slipstream.errors import InvalidRequest
@@ -42,6 +42,27 @@ class ChatCall:
     payload: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class ChunkIdentity:
+    """What every chunk of a response carries: our id, our creation time, the client's model name."""
+
+    id: str
+    created: int
+    model: str
+
+
+class LentStream(Protocol):
+    """A stream whose body a local runner writes to the client's own socket (``handoff_wire.py``)."""
+
+    def lend(self, fd: int) -> None: ...
+
+    async def next_report(self) -> dict[str, Any] | None: ...
+
+    def client_left(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Provider(ABC):
     """Runs chat completions for the catalog entries that name it."""
 
@@ -63,6 +84,10 @@ class Provider(ABC):
 
     @abstractmethod
     def stream(self, call: ChatCall) -> AsyncIterator[StreamEvent]: ...
+
+    async def lend_stream(self, call: ChatCall, identity: ChunkIdentity) -> LentStream | None:
+        """Start a stream that the model's own process writes to the client; None: relay it instead."""
+        return None
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release pooled connections or processes."""

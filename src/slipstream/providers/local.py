@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from slipstream.catalog import ModelEntry
+from slipstream.engine.handoff_client import HandoffConnection
 from slipstream.engine.supervisor import Runner, Supervisor
-from slipstream.providers.base import HEARTBEAT, ChatCall, Provider, StreamEvent
+from slipstream.providers.base import HEARTBEAT, ChatCall, ChunkIdentity, LentStream, Provider, StreamEvent
 from slipstream.providers.openai_compat import upstream_payload
 
 HEARTBEAT_INTERVAL_S = 1.0
@@ -49,6 +50,21 @@ class LocalProvider(Provider):
                 yield chunk
         finally:
             self._supervisor.release(runner)
+
+    async def lend_stream(self, call: ChatCall, identity: ChunkIdentity) -> LentStream | None:
+        """Only a loaded runner takes a lent stream: a cold start needs the relay's keep-alives."""
+        runner = self._supervisor.acquire_loaded(self._entry)
+        if runner is None:
+            return None
+        if runner.started.handoff is None:
+            self._supervisor.release(runner)
+            return None
+        payload = dict(call.payload)  # the client's own stream_options: the runner shapes the chunks
+        payload["model"] = self._entry.target_model
+        message = {"request": payload, "id": identity.id, "created": identity.created, "model": identity.model}
+        return await HandoffConnection.open(
+            runner.started.handoff, message, release=lambda: self._supervisor.release(runner)
+        )
 
     def _release_if_acquired(self, task: asyncio.Future[Runner]) -> None:
         if not task.cancelled() and task.exception() is None:

@@ -21,8 +21,9 @@ from slipstream.http.sse import DONE, KEEPALIVE, encode_event
 from slipstream.ledger.recorder import UsageRecorder
 from slipstream.observability.metrics import Metrics
 from slipstream.protocol.chat import parse_chat_request
-from slipstream.providers.base import HEARTBEAT, ChatCall, Provider, StreamEvent
+from slipstream.providers.base import HEARTBEAT, ChatCall, ChunkIdentity, Provider, StreamEvent
 from slipstream.providers.registry import ProviderRegistry
+from slipstream.serving.lent_stream import LentStreamResponse
 from slipstream.serving.metering import UsageMeter
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,23 @@ class ChatService:
         result["id"] = f"chatcmpl-{call.request_id}"
         result["model"] = call.entry.id
         return result
+
+    async def open_lent_stream(
+        self, prepared: PreparedCall, transport: asyncio.Transport, fd: int
+    ) -> LentStreamResponse | None:
+        """A stream the model's process writes to the client's socket; None: use ``open_stream``."""
+        meter = self._meter(prepared, stream=True)
+        call = prepared.call
+        identity = ChunkIdentity(f"chatcmpl-{call.request_id}", int(time.time()), call.entry.id)
+        try:
+            lent = await prepared.provider.lend_stream(call, identity)
+        except SlipstreamError as exc:
+            meter.finish("error", exc.status, exc.code)
+            raise
+        except BaseException:
+            meter.finish("error", 500, "internal_error")
+            raise
+        return None if lent is None else LentStreamResponse(lent, transport, fd, meter)
 
     async def open_stream(self, prepared: PreparedCall) -> AsyncIterator[bytes]:
         """Start the stream; raises before returning if the provider fails before its first event."""

@@ -37,7 +37,7 @@ class UsageMeter:
         self._entry = entry
         self._request_id = request_id
         self._stream = stream
-        self._started = time.perf_counter()
+        self._started = time.monotonic()
         self._finished = False
         self.first_token_at: float | None = None
         self._last_token_at = 0.0
@@ -56,13 +56,21 @@ class UsageMeter:
 
     def token_arrived(self) -> None:
         """Called per streamed chunk with content: feeds TTFT and inter-token latency."""
-        now = time.perf_counter()
+        now = time.monotonic()
         if self.first_token_at is None:
             self.first_token_at = now
             self._metrics.ttft.observe(now - self._started)
         else:
             self._metrics.itl.observe(now - self._last_token_at)
         self._last_token_at = now
+
+    def timings_from(self, first_at: float | None, intervals: list[float]) -> None:
+        """Take a lent stream's timings from the runner that wrote it (``time.monotonic()`` clock)."""
+        if first_at is not None and self.first_token_at is None:
+            self.first_token_at = first_at
+            self._metrics.ttft.observe(max(0.0, first_at - self._started))
+        for gap in intervals:
+            self._metrics.itl.observe(gap)
 
     @property
     def finished(self) -> bool:
@@ -72,7 +80,7 @@ class UsageMeter:
         if self._finished:
             return
         self._finished = True
-        now = time.perf_counter()
+        now = time.monotonic()
         ttft = None if self.first_token_at is None else round((self.first_token_at - self._started) * 1000, 3)
         cost = cost_picousd(self._entry.prices, self.prompt_tokens, self.cached_tokens, self.completion_tokens)
         self._observe(status, now, cost)

@@ -1,0 +1,283 @@
+"""The runner's side of the socket hand-off (protocol: ``handoff_wire.py``).
+
+The runner writes the stream's body, HTTP/1.1 chunks of SSE events, to the client's own
+socket: from the engine thread while the socket keeps up (``DirectWriter``), else from the
+loop through ``LentSocket``. It never writes the terminating chunk or ``[DONE]``: the
+gateway writes those after recording usage, so a client that saw the end also sees its row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from slipstream.engine.direct_stream import DirectWriter, RawBytes
+from slipstream.engine.errors import invalid
+from slipstream.engine.handoff_wire import encode_line, read_request, receive_socket
+from slipstream.engine.jobs import Job, JobDone
+from slipstream.engine.params import parse_chat_request
+from slipstream.engine.responses import ChunkWriter
+from slipstream.engine.service import RunnerState
+from slipstream.engine.stream_pump import OutputClock, StreamShape, pump
+from slipstream.errors import SlipstreamError
+from slipstream.protocol.usage import usage
+
+log = logging.getLogger("slipstream.engine.handoff")
+USAGE_REPORT_S = 1.0  # a crash loses at most this much metering, beyond the doubling reports
+_HIGH_WATER = 256 * 1024
+
+
+class ClientGone(ConnectionError):
+    """The lent socket failed: the client closed or reset its connection."""
+
+
+class LentSocket:
+    """The loop thread's writes to the client's socket: framed chunks, buffered when it is full."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        self._loop = loop
+        self._fd = fd
+        self._pending = bytearray()
+        self._drained: asyncio.Future[None] | None = None
+        self._error: OSError | None = None
+
+    async def write(self, data: bytes) -> None:
+        self._send(b"%x\r\n%b\r\n" % (len(data), data))
+        if len(self._pending) > _HIGH_WATER:
+            await self.flush()
+
+    def write_raw(self, data: RawBytes) -> None:
+        self._send(bytes(data))
+
+    def idle(self) -> bool:
+        return not self._pending and self._error is None
+
+    async def flush(self) -> None:
+        """Wait until every byte is in the kernel; raises ``ClientGone`` if it never will be."""
+        while self._pending and self._error is None:
+            self._drained = self._loop.create_future()
+            await self._drained
+        if self._error is not None:
+            raise ClientGone(str(self._error))
+
+    def _send(self, data: bytes) -> None:
+        if self._error is not None:
+            raise ClientGone(str(self._error))
+        if self._pending:
+            self._pending += data
+            return
+        try:
+            written = os.write(self._fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            self._error = exc
+            raise ClientGone(str(exc)) from exc
+        if written < len(data):
+            self._pending += data[written:]
+            self._loop.add_writer(self._fd, self._on_writable)
+
+    def _on_writable(self) -> None:
+        try:
+            written = os.write(self._fd, self._pending)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._error = exc
+            written = len(self._pending)
+        del self._pending[:written]
+        if not self._pending:
+            self._loop.remove_writer(self._fd)
+            if self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            if self._pending:
+                self._loop.remove_writer(self._fd)
+                self._error = self._error or ConnectionAbortedError("closed with unwritten bytes")
+            os.close(self._fd)
+            self._fd = -1
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+
+class HandoffServer:
+    """Accepts the gateway's hand-off connections on a Unix socket only this user can open."""
+
+    def __init__(self, state: RunnerState, path: Path) -> None:
+        self._state = state
+        self._path = path
+        self._listener: socket.socket | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._path.unlink(missing_ok=True)
+        old_mask = os.umask(0o177)
+        try:
+            sock.bind(str(self._path))
+        finally:
+            os.umask(old_mask)
+        sock.listen(1024)
+        sock.setblocking(False)
+        self._listener = sock
+        self._track(self._accept_loop(sock))
+
+    def _track(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _ = await loop.sock_accept(listener)
+            conn.setblocking(False)
+            self._track(self._serve(conn))
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._listener is not None:
+            self._listener.close()
+        self._path.unlink(missing_ok=True)
+
+    async def _serve(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            with conn:
+                await _Handoff(self._state, loop, conn).run()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("hand-off failed")
+
+
+class _Handoff:
+    """One handed-off request, from the gateway's message to the runner's ``done`` report."""
+
+    def __init__(self, state: RunnerState, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+        self._state = state
+        self._loop = loop
+        self._conn = conn
+        self._job: Job | None = None  # set while usage reports may be sent
+        self._shape: StreamShape | None = None
+        self._next_report = 1  # completion count that triggers the next usage report: 1, 2, 4, ...
+        self._reporting: asyncio.Future[None] | None = None
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        await self._loop.sock_sendall(self._conn, encode_line(message))
+
+    async def run(self) -> None:
+        message = await read_request(self._loop, self._conn)
+        if message is None:
+            return
+        job = await self._admit(message)
+        if job is None:
+            return
+        self._job = job
+        try:
+            fd = await receive_socket(self._loop, self._conn)
+            if fd is None:
+                return
+            self._state.lent_streams += 1
+            await self._stream(job, fd)
+        finally:
+            if job.direct is not None:
+                job.direct.close()
+            if not job.finished:
+                self._state.engine.cancel(job)
+
+    async def _admit(self, message: dict[str, Any]) -> Job | None:
+        state = self._state
+        try:
+            req = parse_chat_request(message.get("request"), default_model=state.model_id, max_n=state.parallel,
+                                     n_vocab=state.model.n_vocab)  # fmt: skip
+            if not req.stream:
+                raise invalid("stream", "Only streams are handed off.")
+            self._shape = StreamShape(
+                ChunkWriter(str(message["id"]), int(message["created"]), str(message["model"]),
+                            usage_key=req.include_usage or req.continuous_usage),
+                req.tool_choice != "none", req.include_usage, req.continuous_usage,
+            )  # fmt: skip
+            job = state.prepare(req)
+            job.sink = asyncio.Queue()
+            job.direct = DirectWriter(-1)  # counts every event batch from the start; the socket comes later
+            try:
+                state.engine.submit(job)
+            except SlipstreamError:
+                state.discard(job)
+                raise
+        except SlipstreamError as err:
+            await self._send({"status": err.status, "error": err.envelope(), "retry_after": err.retry_after})
+            return None
+        await self._send({"accepted": True})
+        return job
+
+    def _usage(self, job: Job) -> dict[str, Any]:
+        return usage(len(job.prompt), job.completion_tokens, job.cached_tokens)
+
+    def _on_tokens(self, completion_tokens: int) -> None:
+        """Any thread: a usage report at 1, 2, 4, 8... tokens, so a crash early on still bills them."""
+        if completion_tokens >= self._next_report:
+            self._next_report = max(self._next_report * 2, completion_tokens + 1)
+            self._loop.call_soon_threadsafe(self._schedule_report)
+
+    def _schedule_report(self) -> None:
+        if self._job is not None and (self._reporting is None or self._reporting.done()):
+            self._reporting = asyncio.ensure_future(self._send({"usage": self._usage(self._job)}))
+
+    async def _stream(self, job: Job, fd: int) -> None:
+        assert self._shape is not None and job.direct is not None
+        out = LentSocket(self._loop, fd)
+        job.direct.attach(os.dup(fd))
+        clock = OutputClock(self._on_tokens)
+        pumping = asyncio.ensure_future(pump(self._state, job, self._shape, out, job.direct, clock))
+        watching = asyncio.ensure_future(self._watch_gateway())
+        status, note = "cancelled", None  # the gateway or the client left
+        try:
+            await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
+            if pumping.done():
+                end = pumping.result()  # ClientGone: the client left
+                status, note = ("ok", None) if isinstance(end, JobDone) else ("error", end.message)
+                job.direct.close()  # no engine write may follow the last chunk
+                await out.flush()
+        except ClientGone:
+            status, note = "cancelled", None
+        except Exception as exc:
+            log.exception("hand-off stream failed")
+            status, note = "error", f"internal error: {type(exc).__name__}"
+        finally:
+            for task in (pumping, watching):
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await pumping
+            out.close()
+        if status != "ok" and not job.finished:
+            self._state.engine.cancel(job)
+        self._job = None  # no usage report may interleave with ``done``
+        if self._reporting is not None:
+            with contextlib.suppress(Exception):
+                await self._reporting
+        first_at = clock.times[0] if clock.times else None
+        await self._send({"done": status, "usage": self._usage(job), "first_at": first_at,
+                          "itl": clock.intervals(), "message": note})  # fmt: skip
+
+    async def _watch_gateway(self) -> None:
+        """Returns when the gateway shuts its side (the client left); reports usage meanwhile."""
+        while True:
+            try:
+                async with asyncio.timeout(USAGE_REPORT_S):
+                    data = await self._loop.sock_recv(self._conn, 1)
+            except TimeoutError:
+                self._schedule_report()
+                continue
+            if not data:
+                return

@@ -1,0 +1,78 @@
+"""The runner's loop-side writes to a lent client socket: framing, a full socket, a vanished client."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import pytest
+
+from slipstream.engine.direct_stream import RawBytes
+from slipstream.engine.handoff_server import ClientGone, LentSocket
+from tests.unit.test_direct_stream import frames
+
+
+def pair() -> tuple[socket.socket, socket.socket]:
+    ours, client = socket.socketpair()
+    for s in (ours, client):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ours.setblocking(False)
+    return ours, client
+
+
+async def read_all(sock: socket.socket, size: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    sock.setblocking(False)
+    data = b""
+    while len(data) < size:
+        data += await loop.sock_recv(sock, 65536)
+    return data
+
+
+async def test_a_full_socket_buffers_in_order_and_flush_waits_for_the_reader() -> None:
+    ours, client = pair()
+    out = LentSocket(asyncio.get_running_loop(), os.dup(ours.fileno()))
+    events = [b"data: %d %s\n\n" % (i, b"x" * 3000) for i in range(40)]
+    for ev in events[:20]:
+        await out.write(ev)
+    assert not out.idle()  # 60 KB cannot fit in a 4 KB socket: the rest waits in our buffer
+    out.write_raw(RawBytes(b"%x\r\n%b\r\n" % (len(events[20]), events[20])))
+    for ev in events[21:]:
+        await out.write(ev)
+    expected = b"".join(b"%x\r\n%b\r\n" % (len(ev), ev) for ev in events)
+    reader = asyncio.ensure_future(read_all(client, len(expected)))
+    await asyncio.wait_for(out.flush(), 10)
+    assert out.idle()
+    assert frames(await asyncio.wait_for(reader, 10)) == events
+    out.close()
+    ours.close()
+    client.close()
+
+
+async def test_a_client_that_left_raises_client_gone() -> None:
+    ours, client = pair()
+    out = LentSocket(asyncio.get_running_loop(), os.dup(ours.fileno()))
+    client.close()
+    with pytest.raises(ClientGone):
+        for _ in range(10):
+            await out.write(b"data: x\n\n")
+    assert not out.idle()
+    out.close()
+    ours.close()
+
+
+async def test_close_fails_a_pending_flush() -> None:
+    ours, client = pair()
+    out = LentSocket(asyncio.get_running_loop(), os.dup(ours.fileno()))
+    for _ in range(10):
+        await out.write(b"y" * 3000)
+    flushing = asyncio.ensure_future(out.flush())
+    await asyncio.sleep(0.05)
+    assert not flushing.done()
+    out.close()
+    with pytest.raises(ClientGone):
+        await asyncio.wait_for(flushing, 1)
+    ours.close()
+    client.close()
