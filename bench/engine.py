@@ -1,9 +1,10 @@
 """Local engine throughput and latency: Slipstream's runner vs. llama-cpp-python's server vs. llama-server.
 
 All contenders serve the same GGUF (default: the built-in SmolLM2-135M-Instruct Q4_1) with the same
-number of threads. Requests are streaming chat completions with the same prompts, ``max_tokens`` and
-``temperature: 0``, and every contender is told to keep generating up to ``max_tokens`` (see
-engine_contenders.py). Every stream is checked for completeness; failures are counted.
+number of threads and the same KV cache type (``--kv-type``: default f16, llama.cpp's own default;
+Slipstream's catalog default is q8_0, for half the memory). Requests are streaming chat completions
+with the same prompts, ``max_tokens`` and ``temperature: 0``, and every contender is told to keep
+generating up to ``max_tokens`` (see engine_contenders.py). Every stream is checked for completeness; failures are counted.
 
 The machine's speed drifts by 10-25 % over minutes on a small VM, so contenders are not measured one
 after another. All of them are started once and stay loaded: an idle server uses no CPU (each one's
@@ -98,6 +99,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--parallel", type=int, default=8, help="slots for Slipstream and llama-server")
     p.add_argument("--ctx", type=int, default=2048, help="context per sequence (slot)")
+    p.add_argument(
+        "--kv-type", choices=("f16", "q8_0"), default="f16",
+        help="KV cache type for every contender (default f16, llama.cpp's own default)",
+    )  # fmt: skip
     p.add_argument("--gguf", type=Path, default=None, help="default: the built-in SmolLM2-135M-Instruct Q4_1")
     p.add_argument("--setup-llama-cpp-python", action="store_true", help="create .cache/bench-venv first")
     p.add_argument("--build-llama-server", action="store_true", help="build .cache/llama-server/ if missing")
@@ -318,7 +323,8 @@ def report(
         ["contender", "conc", "rounds", "ok", "failed", "tok/s p50", "min", "max", "pooled", "ttft p50",
          "ttft p99", "itl p50", "itl p99", "tpot p50"],
         rows,
-        title=f"Engine: streaming chat, max_tokens={args.max_tokens}, {args.threads} threads, {args.gguf.name}; "
+        title=f"Engine: streaming chat, max_tokens={args.max_tokens}, {args.threads} threads, "
+        f"{args.kv_type} KV, {args.gguf.name}; "
         "tok/s over rounds (p50, min, max, pooled), times in ms over all requests",
     )  # fmt: skip
     extra = [
@@ -358,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="slipstream-bench-engine-") as tmp:
-        settings = Settings(args.gguf, args.threads, args.parallel, args.ctx, Path(tmp))
+        settings = Settings(args.gguf, args.threads, args.parallel, args.ctx, Path(tmp), args.kv_type)
         results = run_all(args, [CONTENDERS[name](name, settings) for name in args.names])
     by_name = {c["name"]: c for c in results if "levels" in c}
     per_round = round_ratios(args, by_name)
@@ -374,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "parallel": args.parallel,
             "ctx_per_sequence": args.ctx,
+            "kv_cache_type": args.kv_type,
             "concurrency": args.levels,
             "rounds": args.rounds,
             "requests_per_round": {str(c): requests_per_round(args, c) for c in args.levels},
