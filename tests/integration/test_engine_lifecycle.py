@@ -182,3 +182,32 @@ def test_kill_before_the_first_byte_is_503_with_retry_after(sdk: OpenAI, engine_
     row = engine_server.wait_usage(info.value.response.headers["x-request-id"])
     assert row["status"] == "error" and row["http_status"] == 503
     assert sdk.chat.completions.create(model="twin", messages=HELLO, max_tokens=4).choices
+
+
+def test_kill_while_a_stream_waits_in_the_queue_is_503_with_retry_after(
+    sdk: OpenAI, engine_server: LiveServer
+) -> None:
+    """A lent stream's head waits for its first output, so a crash before it is still a status code."""
+    sdk.chat.completions.create(model="single-slot", messages=HELLO, max_tokens=2)
+    pid = runners(engine_server)["single-slot"]["pid"]
+    with ThreadPoolExecutor(2) as pool:
+        busy = pool.submit(
+            sdk.chat.completions.create, model="single-slot", messages=ESSAY, max_tokens=400,
+            extra_body={"ignore_eos": True},
+        )  # fmt: skip
+        wait_for(lambda: runners(engine_server)["single-slot"]["slots_in_use"] == 1)
+        queued = pool.submit(
+            lambda: list(sdk.chat.completions.create(model="single-slot", messages=HELLO, max_tokens=4, stream=True))
+        )
+        wait_for(lambda: runners(engine_server)["single-slot"]["queued"] == 1)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(openai.APIStatusError) as info:
+            queued.result(timeout=60)
+        with pytest.raises(openai.APIError):
+            busy.result(timeout=60)
+    assert info.value.status_code == 503
+    assert info.value.response.headers["retry-after"].isdigit()
+    assert info.value.body["code"] == "model_unavailable"  # type: ignore[index]
+    row = engine_server.wait_usage(info.value.response.headers["x-request-id"])
+    assert row["status"] == "error" and row["http_status"] == 503 and row["stream"] == 1
+    assert sdk.chat.completions.create(model="single-slot", messages=HELLO, max_tokens=4).choices

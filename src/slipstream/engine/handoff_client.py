@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from slipstream.engine.handoff_wire import LineReader, encode_request, lend_socket
-from slipstream.errors import UpstreamError, from_envelope
+from slipstream.errors import ModelUnavailable, SlipstreamError, UpstreamError, from_envelope
 
 
 class HandoffConnection:
@@ -48,6 +48,14 @@ class HandoffConnection:
             raise from_envelope(int(answer.get("status") or 502), answer.get("error"),
                                 retry_after=answer.get("retry_after"))  # fmt: skip
         return conn
+
+    async def wait_ready(self) -> None:
+        """Until the runner has output; raises the failure a client should see as a status instead."""
+        report = await self._lines.next()
+        if report is None:
+            raise ModelUnavailable("The model runner stopped before the stream began; retry.", retry_after=1)
+        if not report.get("ready"):
+            raise SlipstreamError(f"The model runner failed: {report.get('message')}")
 
     def lend(self, fd: int) -> None:
         try:

@@ -19,7 +19,7 @@ from typing import Any
 from slipstream.engine.direct_stream import DirectWriter, RawBytes
 from slipstream.engine.errors import invalid
 from slipstream.engine.handoff_wire import encode_line, read_request, receive_socket
-from slipstream.engine.jobs import Job, JobDone
+from slipstream.engine.jobs import Job, JobDone, JobFailed
 from slipstream.engine.params import parse_chat_request
 from slipstream.engine.responses import ChunkWriter
 from slipstream.engine.service import RunnerState
@@ -182,13 +182,19 @@ class _Handoff:
         job = await self._admit(message)
         if job is None:
             return
-        self._job = job
         try:
+            first = await job.sink.get()  # the head waits for output, so an early failure keeps its status
+            failed = next((ev for ev in first if isinstance(ev, JobFailed)), None)
+            if failed is not None:
+                await self._send({"done": "error", "usage": self._usage(job), "message": failed.message})
+                return
+            await self._send({"ready": True})
             fd = await receive_socket(self._loop, self._conn)
             if fd is None:
                 return
             self._state.lent_streams += 1
-            await self._stream(job, fd)
+            self._job = job
+            await self._stream(job, fd, first)
         finally:
             if job.direct is not None:
                 job.direct.close()
@@ -234,12 +240,12 @@ class _Handoff:
         if self._job is not None and (self._reporting is None or self._reporting.done()):
             self._reporting = asyncio.ensure_future(self._send({"usage": self._usage(self._job)}))
 
-    async def _stream(self, job: Job, fd: int) -> None:
+    async def _stream(self, job: Job, fd: int, first: list[Any]) -> None:
         assert self._shape is not None and job.direct is not None
         out = LentSocket(self._loop, fd)
         job.direct.attach(os.dup(fd))
         clock = OutputClock(self._on_tokens)
-        pumping = asyncio.ensure_future(pump(self._state, job, self._shape, out, job.direct, clock))
+        pumping = asyncio.ensure_future(pump(self._state, job, self._shape, out, job.direct, clock, first))
         watching = asyncio.ensure_future(self._watch_gateway())
         status, note = "cancelled", None  # the gateway or the client left
         try:

@@ -9,6 +9,8 @@ response. One connection carries one request:
 
 1. gateway → runner: a 4-byte big-endian length, then JSON ``{"request", "id", "created", "model"}``;
 2. runner → gateway: one line, ``{"accepted": true}`` or ``{"status", "error", "retry_after"}``;
+   then, once the first output exists, ``{"ready": true}``, or ``{"done": "error", "message"}``
+   (so a failure before any output still gets its HTTP status, as on the relay);
 3. gateway → runner: one byte, ``b"G"``, carrying the client's socket once the head is out
    (closing instead means the client left);
 4. runner → gateway: lines ``{"usage"}`` while it streams, then ``{"done": "ok" | "error" |

@@ -87,8 +87,11 @@ async def pump(
     out: StreamOut,
     direct: DirectWriter | None,
     clock: OutputClock | None = None,
+    first: list[Any] | None = None,
 ) -> JobDone | JobFailed:
-    """Write the stream up to its last chunk (usage when asked for); the caller ends it."""
+    """Write the stream up to its last chunk (usage when asked for); the caller ends it.
+
+    ``first`` is an event batch the caller already took from the job's queue."""
     ch = Choices(job.n, shape.tools)
     chunks = shape.chunks
 
@@ -104,7 +107,8 @@ async def pump(
         direct.render = render
     started = False
     while True:
-        events = await job.sink.get()
+        events = first if first is not None else await job.sink.get()
+        first = None
         data: list[bytes] = []
         if not started:
             started = True

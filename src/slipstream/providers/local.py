@@ -62,9 +62,16 @@ class LocalProvider(Provider):
         payload = dict(call.payload)  # the client's own stream_options: the runner shapes the chunks
         payload["model"] = self._entry.target_model
         message = {"request": payload, "id": identity.id, "created": identity.created, "model": identity.model}
-        return await HandoffConnection.open(
+        lent = await HandoffConnection.open(
             runner.started.handoff, message, release=lambda: self._supervisor.release(runner)
         )
+        if lent is not None:
+            try:
+                await lent.wait_ready()
+            except BaseException:
+                lent.close()
+                raise
+        return lent
 
     def _release_if_acquired(self, task: asyncio.Future[Runner]) -> None:
         if not task.cancelled() and task.exception() is None:
