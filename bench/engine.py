@@ -4,7 +4,8 @@ All contenders serve the same GGUF (default: the built-in SmolLM2-135M-Instruct 
 number of threads and the same KV cache type (``--kv-type``: default f16, llama.cpp's own default;
 Slipstream's catalog default is q8_0, for half the memory). Requests are streaming chat completions
 with the same prompts, ``max_tokens`` and ``temperature: 0``, and every contender is told to keep
-generating up to ``max_tokens`` (see engine_contenders.py). Every stream is checked for completeness; failures are counted.
+generating up to ``max_tokens`` (see engine_contenders.py). Every stream is checked for
+completeness; failures are counted.
 
 The machine's speed drifts by 10-25 % over minutes on a small VM, so contenders are not measured one
 after another. All of them are started once and stay loaded: an idle server uses no CPU (each one's
@@ -21,7 +22,9 @@ carries drift; its ratio to llama-server's scaling (from the per-round ratios) d
 Metrics use vLLM's names (engine_client.py): output_throughput, ttft_ms, itl_ms, tpot_ms. For
 Slipstream it also measures cold starts first, before its warm-up: the time from a request to its
 first token with no runner loaded, on a catalog entry with ``keep_alive: 0`` so each trial starts
-cold (the other contenders are loaded but idle meanwhile).
+cold, and otherwise the built-in default model's own settings (context, slots, KV type), since
+those decide how much KV memory a start allocates (the other contenders are loaded but idle
+meanwhile).
 
 The load client runs in this process (uvloop + one pooled aiohttp session per contender); at tens
 to hundreds of tokens per second its cost is small next to the model's, and the same for everyone.
