@@ -24,6 +24,7 @@ from slipstream.engine.params import parse_chat_request
 from slipstream.engine.responses import ChunkWriter
 from slipstream.engine.service import RunnerState
 from slipstream.engine.stream_pump import OutputClock, StreamShape, pump
+from slipstream.engine.unix_socket import bind_private
 from slipstream.errors import SlipstreamError
 from slipstream.protocol.usage import usage
 
@@ -117,13 +118,7 @@ class HandoffServer:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._path.unlink(missing_ok=True)
-        old_mask = os.umask(0o177)
-        try:
-            sock.bind(str(self._path))
-        finally:
-            os.umask(old_mask)
+        sock = bind_private(self._path)
         sock.listen(1024)
         sock.setblocking(False)
         self._listener = sock

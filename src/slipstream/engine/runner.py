@@ -150,14 +150,10 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
 
 def _listen(args: argparse.Namespace) -> socket.socket:
     """A Unix socket only this user can open (how the supervisor runs us), or TCP for use by hand."""
+    from slipstream.engine.unix_socket import bind_private
+
     if args.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        args.socket.unlink(missing_ok=True)
-        old_mask = os.umask(0o177)
-        try:
-            sock.bind(str(args.socket))
-        finally:
-            os.umask(old_mask)
+        sock = bind_private(args.socket)
     else:
         sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

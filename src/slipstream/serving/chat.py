@@ -8,9 +8,10 @@ also when the client goes away mid-stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,30 +88,16 @@ class ChatService:
         meter = self._meter(prepared, stream=True)
         call = prepared.call
         identity = ChunkIdentity(f"chatcmpl-{call.request_id}", int(time.time()), call.entry.id)
-        try:
+        with _failure_recorded(meter):
             lent = await prepared.provider.lend_stream(call, identity)
-        except SlipstreamError as exc:
-            meter.finish("error", exc.status, exc.code)
-            raise
-        except BaseException:
-            meter.finish("error", 500, "internal_error")
-            raise
         return None if lent is None else LentStreamResponse(lent, transport, fd, meter)
 
     async def open_stream(self, prepared: PreparedCall) -> AsyncIterator[bytes]:
         """Start the stream; raises before returning if the provider fails before its first event."""
         meter = self._meter(prepared, stream=True)
         events = aiter(prepared.provider.stream(prepared.call))
-        try:
-            first = await anext(events)
-        except StopAsyncIteration:
-            first = None
-        except SlipstreamError as exc:
-            meter.finish("error", exc.status, exc.code)
-            raise
-        except BaseException:
-            meter.finish("error", 500, "internal_error")
-            raise
+        with _failure_recorded(meter):
+            first = await anext(events, None)
         return self._relay(prepared, meter, first, events)
 
     async def _relay(
@@ -155,6 +142,19 @@ class ChatService:
             if closer is not None:
                 task = asyncio.ensure_future(closer())
                 task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+@contextlib.contextmanager
+def _failure_recorded(meter: UsageMeter) -> Iterator[None]:
+    """A failure before the response starts: its usage row, then the exception for the status code."""
+    try:
+        yield
+    except SlipstreamError as exc:
+        meter.finish("error", exc.status, exc.code)
+        raise
+    except BaseException:
+        meter.finish("error", 500, "internal_error")
+        raise
 
 
 def _has_output(chunk: dict[str, Any]) -> bool:
