@@ -184,9 +184,7 @@ def test_kill_before_the_first_byte_is_503_with_retry_after(sdk: OpenAI, engine_
     assert sdk.chat.completions.create(model="twin", messages=HELLO, max_tokens=4).choices
 
 
-def test_kill_while_a_stream_waits_in_the_queue_is_503_with_retry_after(
-    sdk: OpenAI, engine_server: LiveServer
-) -> None:
+def test_kill_while_a_stream_waits_in_the_queue_is_503_with_retry_after(sdk: OpenAI, engine_server: LiveServer) -> None:
     """A lent stream's head waits for its first output, so a crash before it is still a status code."""
     sdk.chat.completions.create(model="single-slot", messages=HELLO, max_tokens=2)
     pid = runners(engine_server)["single-slot"]["pid"]

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,12 @@ class ClientGone(ConnectionError):
 class LentSocket:
     """The loop thread's writes to the client's socket: framed chunks, buffered when it is full."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, fd: int, on_blocked: Callable[[bool], None] | None = None
+    ) -> None:
         self._loop = loop
         self._fd = fd
+        self._on_blocked = on_blocked  # told when a chunk is left half-written, and when it is whole again
         self._pending = bytearray()
         self._drained: asyncio.Future[None] | None = None
         self._error: OSError | None = None
@@ -82,6 +86,8 @@ class LentSocket:
         if written < len(data):
             self._pending += data[written:]
             self._loop.add_writer(self._fd, self._on_writable)
+            if self._on_blocked is not None:
+                self._on_blocked(True)
 
     def _on_writable(self) -> None:
         try:
@@ -94,6 +100,8 @@ class LentSocket:
         del self._pending[:written]
         if not self._pending:
             self._loop.remove_writer(self._fd)
+            if self._on_blocked is not None and self._error is None:
+                self._on_blocked(False)
             if self._drained is not None and not self._drained.done():
                 self._drained.set_result(None)
 
@@ -165,10 +173,15 @@ class _Handoff:
         self._job: Job | None = None  # set while usage reports may be sent
         self._shape: StreamShape | None = None
         self._next_report = 1  # completion count that triggers the next usage report: 1, 2, 4, ...
-        self._reporting: asyncio.Future[None] | None = None
+        self._sending = asyncio.Lock()  # reports are sent from several tasks; lines must not interleave
 
     async def _send(self, message: dict[str, Any]) -> None:
-        await self._loop.sock_sendall(self._conn, encode_line(message))
+        async with self._sending:
+            await self._loop.sock_sendall(self._conn, encode_line(message))
+
+    def _report(self, message: dict[str, Any]) -> None:
+        task = asyncio.ensure_future(self._send(message))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def run(self) -> None:
         message = await read_request(self._loop, self._conn)
@@ -232,12 +245,17 @@ class _Handoff:
             self._loop.call_soon_threadsafe(self._schedule_report)
 
     def _schedule_report(self) -> None:
-        if self._job is not None and (self._reporting is None or self._reporting.done()):
-            self._reporting = asyncio.ensure_future(self._send({"usage": self._usage(self._job)}))
+        if self._job is not None:
+            self._report({"usage": self._usage(self._job)})
+
+    def _on_blocked(self, blocked: bool) -> None:
+        """If the runner dies while a chunk is half-written, the gateway must not add its error event."""
+        if self._job is not None:
+            self._report({"blocked": blocked})
 
     async def _stream(self, job: Job, fd: int, first: list[Any]) -> None:
         assert self._shape is not None and job.direct is not None
-        out = LentSocket(self._loop, fd)
+        out = LentSocket(self._loop, fd, self._on_blocked)
         job.direct.attach(os.dup(fd))
         clock = OutputClock(self._on_tokens)
         pumping = asyncio.ensure_future(pump(self._state, job, self._shape, out, job.direct, clock, first))
@@ -263,10 +281,7 @@ class _Handoff:
             out.close()
         if status != "ok" and not job.finished:
             self._state.engine.cancel(job)
-        self._job = None  # no usage report may interleave with ``done``
-        if self._reporting is not None:
-            with contextlib.suppress(Exception):
-                await self._reporting
+        self._job = None  # no report is scheduled after ``done``; those before it go first (the lock)
         first_at = clock.times[0] if clock.times else None
         await self._send({"done": status, "usage": self._usage(job), "first_at": first_at,
                           "itl": clock.intervals(), "message": note})  # fmt: skip

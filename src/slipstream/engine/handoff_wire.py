@@ -13,8 +13,9 @@ response. One connection carries one request:
    (so a failure before any output still gets its HTTP status, as on the relay);
 3. gateway → runner: one byte, ``b"G"``, carrying the client's socket once the head is out
    (closing instead means the client left);
-4. runner → gateway: lines ``{"usage"}`` while it streams, then ``{"done": "ok" | "error" |
-   "cancelled", "usage", "first_at", "itl", "message"}`` once its last byte is written;
+4. runner → gateway: lines ``{"usage"}`` while it streams, ``{"blocked": true|false}`` when a
+   chunk is left half-written in a full socket and when it is whole again, then ``{"done": "ok" |
+   "error" | "cancelled", "usage", "first_at", "itl", "message"}`` once its last byte is written;
 5. the gateway shuts its write side when the client leaves: the runner cancels the job and
    still reports ``done``.
 

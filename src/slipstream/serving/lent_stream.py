@@ -34,6 +34,7 @@ class LentStreamResponse(Response):
         self._transport = transport
         self._fd = fd
         self._meter = meter
+        self._mid_chunk = False  # the runner left a chunk half-written (a slow client's full socket)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         meter = self._meter
@@ -46,6 +47,10 @@ class LentStreamResponse(Response):
             await self._follow(receive, send)
         except SlipstreamError as exc:
             meter.finish("error", exc.status, exc.code)
+            if self._mid_chunk:  # an event now would land inside the runner's chunk: end the connection
+                self._transport.close()
+                await asyncio.sleep(0)  # let uvicorn see the connection go before the app returns
+                return
             await _end(send, encode_event(exc.envelope()))
         except BaseException:
             meter.finish("cancelled", 499, "client_disconnected")
@@ -90,6 +95,7 @@ class LentStreamResponse(Response):
             if report is None:
                 return None
             self._meter.observe(report.get("usage"))
+            self._mid_chunk = bool(report.get("blocked", self._mid_chunk))
             if "done" in report:
                 return report
 

@@ -1,0 +1,101 @@
+"""How the gateway ends a lent stream from the runner's reports, with the runner as a scripted peer."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from slipstream.serving.lent_stream import LentStreamResponse
+from slipstream.serving.metering import UsageMeter
+
+
+class ScriptedRunner:
+    """The runner's side of a lent stream: a fixed list of reports, then nothing (it died) or done."""
+
+    def __init__(self, reports: list[dict[str, Any] | None]) -> None:
+        self.reports = list(reports)
+        self.lent: list[int] = []
+        self.closed = False
+
+    def lend(self, fd: int) -> None:
+        self.lent.append(fd)
+
+    async def next_report(self) -> dict[str, Any] | None:
+        return self.reports.pop(0) if self.reports else None
+
+    def client_left(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Meter:
+    def __init__(self) -> None:
+        self.usage: dict[str, Any] | None = None
+        self.finished: tuple[Any, ...] | None = None
+
+    def observe(self, usage: dict[str, Any] | None) -> None:
+        self.usage = usage or self.usage
+
+    def timings_from(self, first_at: float | None, intervals: list[float]) -> None:
+        pass
+
+    def finish(self, status: str, http_status: int, code: str | None = None) -> None:
+        self.finished = self.finished or (status, http_status, code)
+
+
+async def play(reports: list[dict[str, Any] | None]) -> tuple[list[dict[str, Any]], Transport, Meter, ScriptedRunner]:
+    runner, transport, meter = ScriptedRunner(reports), Transport(), Meter()
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(3600)  # the client stays
+        raise AssertionError
+
+    response = LentStreamResponse(runner, cast(Any, transport), 7, cast(UsageMeter, meter))
+    await asyncio.wait_for(response({"type": "http"}, receive, send), 5)  # type: ignore[arg-type]
+    return sent, transport, meter, runner
+
+
+USAGE = {"prompt_tokens": 9, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": 0}}
+
+
+async def test_a_finished_stream_is_metered_before_done_is_written() -> None:
+    sent, transport, meter, runner = await play([{"usage": USAGE}, {"done": "ok", "usage": USAGE, "itl": []}])
+    assert runner.lent == [7] and runner.closed
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert sent[-1] == {"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False}
+    assert meter.finished == ("ok", 200, None) and meter.usage == USAGE
+    assert not transport.closed
+
+
+async def test_a_runner_that_dies_between_chunks_leaves_an_error_event() -> None:
+    sent, transport, meter, _ = await play([{"usage": USAGE}, {"blocked": True}, {"blocked": False}, None])
+    assert sent[-1]["more_body"] is False and b'"code":"upstream_error"' in sent[-1]["body"]
+    assert meter.finished == ("error", 502, "upstream_error") and meter.usage == USAGE
+    assert not transport.closed
+
+
+async def test_a_runner_that_dies_inside_a_chunk_gets_the_connection_closed_not_an_event() -> None:
+    sent, transport, meter, _ = await play([{"usage": USAGE}, {"blocked": True}, None])
+    assert [m["type"] for m in sent] == ["http.response.start"]  # no bytes after a torn chunk
+    assert transport.closed
+    assert meter.finished == ("error", 502, "upstream_error") and meter.usage == USAGE
