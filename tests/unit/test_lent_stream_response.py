@@ -21,7 +21,10 @@ class ScriptedRunner:
         self.lent.append(fd)
 
     async def next_report(self) -> dict[str, Any] | None:
-        return self.reports.pop(0) if self.reports else None
+        report = self.reports.pop(0) if self.reports else None
+        if report == {"garbled": True}:
+            raise ValueError("not JSON")
+        return report
 
     def client_left(self) -> None:
         pass
@@ -99,3 +102,9 @@ async def test_a_runner_that_dies_inside_a_chunk_gets_the_connection_closed_not_
     assert [m["type"] for m in sent] == ["http.response.start"]  # no bytes after a torn chunk
     assert transport.closed
     assert meter.finished == ("error", 502, "upstream_error") and meter.usage == USAGE
+
+
+async def test_an_unreadable_report_counts_as_a_runner_that_died() -> None:
+    sent, _, meter, runner = await play([{"usage": USAGE}, {"garbled": True}])
+    assert b'"code":"upstream_error"' in sent[-1]["body"] and sent[-1]["more_body"] is False
+    assert meter.finished == ("error", 502, "upstream_error") and runner.closed

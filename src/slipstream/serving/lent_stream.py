@@ -52,8 +52,11 @@ class LentStreamResponse(Response):
                 await asyncio.sleep(0)  # let uvicorn see the connection go before the app returns
                 return
             await _end(send, encode_event(exc.envelope()))
-        except BaseException:
+        except asyncio.CancelledError:
             meter.finish("cancelled", 499, "client_disconnected")
+            raise
+        except Exception:
+            meter.finish("error", 500, "internal_error")
             raise
         finally:
             self._lent.close()
@@ -91,7 +94,11 @@ class LentStreamResponse(Response):
     async def _read_reports(self) -> dict[str, Any] | None:
         """Usage as the runner reports it; returns its ``done`` report, or None if it died."""
         while True:
-            report = await self._lent.next_report()
+            try:
+                report = await self._lent.next_report()
+            except ValueError:  # not a JSON line: treated like a runner that died
+                log.exception("unreadable report from a runner")
+                return None
             if report is None:
                 return None
             self._meter.observe(report.get("usage"))
