@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from slipstream.engine.direct_stream import RawBytes
-from slipstream.engine.handoff_server import ClientGone, LentSocket
+from slipstream.engine.lent_socket import ClientGone, LentSocket
 from tests.unit.test_direct_stream import frames
 
 

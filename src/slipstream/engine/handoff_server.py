@@ -13,15 +13,16 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slipstream.engine.direct_stream import DirectWriter, RawBytes
+from slipstream.engine.direct_stream import DirectWriter
 from slipstream.engine.errors import invalid
-from slipstream.engine.handoff_wire import encode_line, read_request, receive_socket
+from slipstream.engine.handoff_wire import read_request, receive_socket
 from slipstream.engine.jobs import Job, JobDone, JobFailed
+from slipstream.engine.lent_socket import ClientGone, LentSocket
 from slipstream.engine.params import parse_chat_request
+from slipstream.engine.report_channel import ReportChannel
 from slipstream.engine.responses import ChunkWriter
 from slipstream.engine.service import RunnerState
 from slipstream.engine.stream_pump import OutputClock, StreamShape, pump
@@ -31,89 +32,6 @@ from slipstream.protocol.usage import usage
 
 log = logging.getLogger("slipstream.engine.handoff")
 USAGE_REPORT_S = 1.0  # a crash loses at most this much metering, beyond the doubling reports
-_HIGH_WATER = 256 * 1024
-
-
-class ClientGone(ConnectionError):
-    """The lent socket failed: the client closed or reset its connection."""
-
-
-class LentSocket:
-    """The loop thread's writes to the client's socket: framed chunks, buffered when it is full."""
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, fd: int, on_blocked: Callable[[bool], None] | None = None
-    ) -> None:
-        self._loop = loop
-        self._fd = fd
-        self._on_blocked = on_blocked  # told when a chunk is left half-written, and when it is whole again
-        self._pending = bytearray()
-        self._drained: asyncio.Future[None] | None = None
-        self._error: OSError | None = None
-
-    async def write(self, data: bytes) -> None:
-        self._send(b"%x\r\n%b\r\n" % (len(data), data))
-        if len(self._pending) > _HIGH_WATER:
-            await self.flush()
-
-    def write_raw(self, data: RawBytes) -> None:
-        self._send(bytes(data))
-
-    def idle(self) -> bool:
-        return not self._pending and self._error is None
-
-    async def flush(self) -> None:
-        """Wait until every byte is in the kernel; raises ``ClientGone`` if it never will be."""
-        while self._pending and self._error is None:
-            self._drained = self._loop.create_future()
-            await self._drained
-        if self._error is not None:
-            raise ClientGone(str(self._error))
-
-    def _send(self, data: bytes) -> None:
-        if self._error is not None:
-            raise ClientGone(str(self._error))
-        if self._pending:
-            self._pending += data
-            return
-        try:
-            written = os.write(self._fd, data)
-        except BlockingIOError:
-            written = 0
-        except OSError as exc:
-            self._error = exc
-            raise ClientGone(str(exc)) from exc
-        if written < len(data):
-            self._pending += data[written:]
-            self._loop.add_writer(self._fd, self._on_writable)
-            if self._on_blocked is not None:
-                self._on_blocked(True)
-
-    def _on_writable(self) -> None:
-        try:
-            written = os.write(self._fd, self._pending)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._error = exc
-            written = len(self._pending)
-        del self._pending[:written]
-        if not self._pending:
-            self._loop.remove_writer(self._fd)
-            if self._on_blocked is not None and self._error is None:
-                self._on_blocked(False)
-            if self._drained is not None and not self._drained.done():
-                self._drained.set_result(None)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            if self._pending:
-                self._loop.remove_writer(self._fd)
-                self._error = self._error or ConnectionAbortedError("closed with unwritten bytes")
-            os.close(self._fd)
-            self._fd = -1
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
 
 
 class HandoffServer:
@@ -173,15 +91,11 @@ class _Handoff:
         self._job: Job | None = None  # set while usage reports may be sent
         self._shape: StreamShape | None = None
         self._next_report = 1  # completion count that triggers the next usage report: 1, 2, 4, ...
-        self._sending = asyncio.Lock()  # reports are sent from several tasks; lines must not interleave
+        self._reports = ReportChannel(loop, conn)
 
     async def _send(self, message: dict[str, Any]) -> None:
-        async with self._sending:
-            await self._loop.sock_sendall(self._conn, encode_line(message))
-
-    def _report(self, message: dict[str, Any]) -> None:
-        task = asyncio.ensure_future(self._send(message))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._reports.send(message)
+        await self._reports.drain()
 
     async def run(self) -> None:
         message = await read_request(self._loop, self._conn)
@@ -239,19 +153,20 @@ class _Handoff:
         return usage(len(job.prompt), job.completion_tokens, job.cached_tokens)
 
     def _on_tokens(self, completion_tokens: int) -> None:
-        """Any thread: a usage report at 1, 2, 4, 8... tokens, so a crash early on still bills them."""
-        if completion_tokens >= self._next_report:
+        """Whichever thread renders the chunk, before writing it: usage at 1, 2, 4, 8... tokens."""
+        job = self._job
+        if job is not None and completion_tokens >= self._next_report:
             self._next_report = max(self._next_report * 2, completion_tokens + 1)
-            self._loop.call_soon_threadsafe(self._schedule_report)
+            self._reports.send({"usage": usage(len(job.prompt), completion_tokens, job.cached_tokens)})
 
-    def _schedule_report(self) -> None:
+    def _report_usage(self) -> None:
         if self._job is not None:
-            self._report({"usage": self._usage(self._job)})
+            self._reports.send({"usage": self._usage(self._job)})
 
     def _on_blocked(self, blocked: bool) -> None:
         """If the runner dies while a chunk is half-written, the gateway must not add its error event."""
         if self._job is not None:
-            self._report({"blocked": blocked})
+            self._reports.send({"blocked": blocked})
 
     async def _stream(self, job: Job, fd: int, first: list[Any]) -> None:
         assert self._shape is not None and job.direct is not None
@@ -281,7 +196,7 @@ class _Handoff:
             out.close()
         if status != "ok" and not job.finished:
             self._state.engine.cancel(job)
-        self._job = None  # no report is scheduled after ``done``; those before it go first (the lock)
+        self._job = None  # no report may follow ``done``
         first_at = clock.times[0] if clock.times else None
         await self._send({"done": status, "usage": self._usage(job), "first_at": first_at,
                           "itl": clock.intervals(), "message": note})  # fmt: skip
@@ -293,7 +208,7 @@ class _Handoff:
                 async with asyncio.timeout(USAGE_REPORT_S):
                     data = await self._loop.sock_recv(self._conn, 1)
             except TimeoutError:
-                self._schedule_report()
+                self._report_usage()
                 continue
             if not data:
                 return
