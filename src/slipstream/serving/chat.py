@@ -63,17 +63,8 @@ class ChatService:
     async def complete(self, prepared: PreparedCall) -> dict[str, Any]:
         meter = self._meter(prepared, stream=False)
         call = prepared.call
-        try:
+        with _failure_recorded(meter):
             result = await prepared.provider.complete(call)
-        except SlipstreamError as exc:
-            meter.finish("error", exc.status, exc.code)
-            raise
-        except asyncio.CancelledError:
-            meter.finish("cancelled", 499, "client_disconnected")
-            raise
-        except Exception:
-            meter.finish("error", 500, "internal_error")
-            raise
         meter.token_arrived()
         meter.observe(result.get("usage"))
         meter.finish("ok", 200)
@@ -149,11 +140,8 @@ def _failure_recorded(meter: UsageMeter) -> Iterator[None]:
     """A failure before the response starts: its usage row, then the exception for the status code."""
     try:
         yield
-    except SlipstreamError as exc:
-        meter.finish("error", exc.status, exc.code)
-        raise
-    except BaseException:
-        meter.finish("error", 500, "internal_error")
+    except BaseException as exc:
+        meter.fail(exc)
         raise
 
 

@@ -45,19 +45,15 @@ class LentStreamResponse(Response):
                 return
             self._lent.lend(self._fd)
             await self._follow(receive, send)
-        except SlipstreamError as exc:
-            meter.finish("error", exc.status, exc.code)
+        except BaseException as exc:
+            meter.fail(exc)
+            if not isinstance(exc, SlipstreamError):
+                raise
             if self._mid_chunk:  # an event now would land inside the runner's chunk: end the connection
                 self._transport.close()
                 await asyncio.sleep(0)  # let uvicorn see the connection go before the app returns
                 return
             await _end(send, encode_event(exc.envelope()))
-        except asyncio.CancelledError:
-            meter.finish("cancelled", 499, "client_disconnected")
-            raise
-        except Exception:
-            meter.finish("error", 500, "internal_error")
-            raise
         finally:
             self._lent.close()
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from slipstream.auth.principal import Principal
 from slipstream.catalog import ModelEntry
+from slipstream.errors import SlipstreamError
 from slipstream.ledger.pricing import cost_picousd
 from slipstream.ledger.recorder import UsageRecorder
 from slipstream.ledger.records import UsageRecord
@@ -71,6 +73,15 @@ class UsageMeter:
             self._metrics.ttft.observe(max(0.0, first_at - self._started))
         for gap in intervals:
             self._metrics.itl.observe(gap)
+
+    def fail(self, exc: BaseException) -> None:
+        """Record the call as ended by ``exc``: its own status, a cancellation, or an internal error."""
+        if isinstance(exc, SlipstreamError):
+            self.finish("error", exc.status, exc.code)
+        elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            self.finish("cancelled", 499, "client_disconnected")
+        else:
+            self.finish("error", 500, "internal_error")
 
     @property
     def finished(self) -> bool:
