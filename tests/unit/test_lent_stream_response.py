@@ -61,6 +61,8 @@ class Meter:
     def finish(self, status: str, http_status: int, code: str | None = None) -> None:
         self.finished = self.finished or (status, http_status, code)
 
+    fail = UsageMeter.fail  # the real mapping from an exception to the row's status
+
 
 async def play(reports: list[dict[str, Any] | None]) -> tuple[list[dict[str, Any]], Transport, Meter, ScriptedRunner]:
     runner, transport, meter = ScriptedRunner(reports), Transport(), Meter()
