@@ -1,8 +1,8 @@
 """Local engine throughput and latency: Slipstream's runner vs. llama-cpp-python's server vs. llama-server.
 
 All contenders serve the same GGUF (default: the built-in SmolLM2-135M-Instruct Q4_1) with the same
-number of threads and the same KV cache type (``--kv-type``: default f16, llama.cpp's own default;
-Slipstream's catalog default is q8_0, for half the memory). Requests are streaming chat completions
+number of threads and the same KV cache type (``--kv-type``: default q8_0, Slipstream's catalog
+default, for half the memory; f16 is llama.cpp's own default). Requests are streaming chat completions
 with the same prompts, ``max_tokens`` and ``temperature: 0``, and every contender is told to keep
 generating up to ``max_tokens`` (see engine_contenders.py). Every stream is checked for
 completeness; failures are counted.
@@ -103,8 +103,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--parallel", type=int, default=8, help="slots for Slipstream and llama-server")
     p.add_argument("--ctx", type=int, default=2048, help="context per sequence (slot)")
     p.add_argument(
-        "--kv-type", choices=("f16", "q8_0"), default="f16",
-        help="KV cache type for every contender (default f16, llama.cpp's own default)",
+        "--kv-type", choices=("f16", "q8_0"), default="q8_0",
+        help="KV cache type for every contender (default q8_0, Slipstream's catalog default; f16 is llama.cpp's)",
     )  # fmt: skip
     p.add_argument("--gguf", type=Path, default=None, help="default: the built-in SmolLM2-135M-Instruct Q4_1")
     p.add_argument("--setup-llama-cpp-python", action="store_true", help="create .cache/bench-venv first")

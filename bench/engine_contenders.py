@@ -55,7 +55,7 @@ class Settings:
     parallel: int
     ctx: int  # per sequence
     workdir: Path
-    kv_type: str = "f16"  # KV cache precision, the same for every contender
+    kv_type: str = "q8_0"  # KV cache precision, the same for every contender
 
 
 GGML_TYPE_IDS = {"f16": 1, "q8_0": 8}  # llama_cpp.server takes ggml type numbers
