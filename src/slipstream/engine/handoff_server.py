@@ -149,15 +149,17 @@ class _Handoff:
         await self._send({"accepted": True})
         return job
 
-    def _usage(self, job: Job) -> dict[str, Any]:
-        return usage(len(job.prompt), job.completion_tokens, job.cached_tokens)
+    def _usage(self, job: Job, completion_tokens: int | None = None) -> dict[str, Any]:
+        """``completion_tokens``: what the client has been sent, when the engine may be ahead of it."""
+        done = job.completion_tokens if completion_tokens is None else completion_tokens
+        return usage(len(job.prompt), done, job.cached_tokens)
 
     def _on_tokens(self, completion_tokens: int) -> None:
         """Whichever thread renders the chunk, before writing it: usage at 1, 2, 4, 8... tokens."""
         job = self._job
         if job is not None and completion_tokens >= self._next_report:
             self._next_report = max(self._next_report * 2, completion_tokens + 1)
-            self._reports.send({"usage": usage(len(job.prompt), completion_tokens, job.cached_tokens)})
+            self._reports.send({"usage": self._usage(job, completion_tokens)})
 
     def _report_usage(self) -> None:
         if self._job is not None:
