@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from slipstream.cli.client import DEFAULT_API_URL, ApiUrlOption, ControlClient, Output, OutputOption, TokenOption
 from slipstream.cli.output import errors_as_exit, print_json, print_table
@@ -72,14 +74,16 @@ def running(
     token: TokenOption = None,
     output: OutputOption = Output.table,
 ) -> None:
-    """Show the local runners that are loaded now."""
+    """Show the local runners that are loaded now, and models backing off after a failed start."""
     with errors_as_exit():
         body = ControlClient(api_url, token).call("GET", "/v2/gen-ai/runners")
     if output is Output.json:
         print_json(body)
         return
+    rows = body["runners"]
+    failing = [r for r in rows if r.get("state", "loaded") != "loaded"]
     print_table(
-        body["runners"],
+        [r for r in rows if r.get("state", "loaded") == "loaded"],
         [
             ("Model", "model"),
             ("PID", "pid"),
@@ -95,6 +99,24 @@ def running(
         right=("PID", "Memory", "Active", "Queued", "Context", "Slots"),
         empty="No models are loaded.",
     )
+    if failing:
+        print_table(
+            failing,
+            [
+                ("Model", "model"),
+                ("State", "state"),
+                ("Failures", "failures"),
+                ("Retry in", _retry_in),
+                ("Cause", lambda r: escape(str(r.get("cause", "")))),
+            ],
+            title="Failed to start",
+            right=("Failures", "Retry in"),
+        )
+
+
+def _retry_in(row: dict[str, Any]) -> str:
+    left = float(row.get("retry_in_s", 0))
+    return f"{math.ceil(left)}s" if left > 0 else "next request"
 
 
 @regions_app.command("list")

@@ -1,10 +1,13 @@
 """The local engine: runner processes (one model each) and the supervisor that starts and stops them.
 
-``supervisor`` / ``process`` start, watch and stop runners. A runner is
+``supervisor`` / ``process`` start, watch and stop runners; ``backoff`` keeps a model whose runner
+died while loading from being respawned per request; ``exit_cause`` names why a runner died;
+``stderr_tail`` forwards a runner's stderr and keeps its last words. A runner is
 ``python -m slipstream.engine.runner`` (see ``runner.py`` for its contract). Runner modules,
 one job each:
 
 - ``runner``      CLI, startup, READY line, signals.
+- ``self_check``  before READY: one batched prefill and a few decode steps, then forgotten.
 - ``http_app``    aiohttp routes; JSON and SSE encoding of engine events.
 - ``params``      request validation into a ``ChatRequest`` (OpenAI errors name the param).
 - ``prompt``      messages (+ tools) → prompt text via the GGUF's jinja2 chat template.

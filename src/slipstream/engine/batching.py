@@ -64,6 +64,30 @@ class Engine:
         self.admission.wake()
         self._thread.join(timeout=10)
 
+    def run_inline(self, job: Job) -> list[Event]:
+        """Before ``start``: run one job to its end on this thread, through the same admission,
+        prefill, decode and sampling code as every request, and return its events (the self-check)."""
+        if self._thread.is_alive():
+            raise RuntimeError("run_inline is only for before the engine thread starts")
+        self.submit(job)
+        for ready in self.admission.take_ready():
+            self._admit(ready)
+        while self._active:
+            self._step()
+        return self._outbox.pop(job, [])
+
+    def forget(self) -> None:
+        """Before ``start``: drop every slot's KV and cached tokens and zero the counters, as if
+        nothing had run (so the self-check neither seeds the prompt cache nor shows in /status)."""
+        for slot in self.slots.slots:
+            self.model.seq_clear(slot.seq_id)
+            slot.tokens.clear()
+            slot.last_used = 0.0
+        self._outbox.clear()
+        self.tokens_generated = self.admitted_jobs = self.active_jobs = 0
+        self.queue_wait_s = 0.0
+        self.last_active_at = self.loaded_at
+
     @property
     def queued(self) -> int:
         return self.admission.queued

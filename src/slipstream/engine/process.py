@@ -1,6 +1,8 @@
 """Starting one runner process and waiting until it says it is ready.
 
 Kept apart from the supervisor so that tests can swap the factory, as ollama's scheduler does.
+A runner that exits or hangs before its READY line raises ``RunnerStartFailed`` naming the cause
+(``exit_cause.py``); the supervisor backs off before trying that model again.
 """
 
 from __future__ import annotations
@@ -19,11 +21,18 @@ from typing import Any
 
 import orjson
 
+from slipstream.engine.exit_cause import DOCTOR_HINT, describe_start_failure
+from slipstream.engine.stderr_tail import StderrTail
 from slipstream.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
 READY_MARKER = b"SLIPSTREAM_RUNNER_READY "
 _PR_SET_PDEATHSIG = 1
+STDERR_GRACE_S = 1.0  # how long a dead runner's last stderr bytes may take to arrive
+
+
+class RunnerStartFailed(ModelUnavailable):
+    """The runner process exited or hung before it was ready; ``message`` says why and what to do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +74,7 @@ class StartedRunner:
     startup_s: float
     socket: str | None = None
     handoff: str | None = None  # where the runner takes lent client sockets (handoff_wire.py)
+    stderr: StderrTail | None = None  # forwards the runner's stderr for as long as it lives
 
     @property
     def base_url(self) -> str:
@@ -87,34 +97,35 @@ async def spawn_runner(spec: RunnerSpec, timeout_s: float) -> StartedRunner:
     proc = await asyncio.create_subprocess_exec(
         *spec.argv(socket),
         stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL,
         preexec_fn=_die_with_parent,
     )
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stderr is not None
+    stderr = StderrTail(proc.stderr)
     try:
         async with asyncio.timeout(timeout_s):
             while True:
                 line = await proc.stdout.readline()
                 if not line:
                     code = await proc.wait()
-                    raise ModelUnavailable(
-                        f"The runner for '{spec.model_id}' exited with status {code} while loading.",
-                        retry_after=5,
-                    )
+                    await stderr.finished(STDERR_GRACE_S)
+                    raise RunnerStartFailed(describe_start_failure(spec.model_id, code, stderr.lines()))
                 if line.startswith(READY_MARKER):
                     info: dict[str, Any] = orjson.loads(line[len(READY_MARKER) :])
                     break
     except TimeoutError:
         await stop_process(proc)
-        raise ModelUnavailable(
-            f"The runner for '{spec.model_id}' did not become ready within {timeout_s:.0f}s.", retry_after=5
+        raise RunnerStartFailed(
+            f"The local engine did not finish loading {spec.model_id} within {timeout_s:.0f}s; {DOCTOR_HINT}."
         ) from None
     except BaseException:
         await stop_process(proc)
+        stderr.cancel()
         raise
     asyncio.get_running_loop().create_task(_drain(proc.stdout))
     return StartedRunner(
-        proc, int(info["port"]), info, time.perf_counter() - started, info.get("socket"), info.get("handoff")
+        proc, int(info["port"]), info, time.perf_counter() - started, info.get("socket"), info.get("handoff"), stderr
     )
 
 

@@ -9,9 +9,15 @@ Contract with the supervisor:
   ``--socket`` serves on a Unix socket (mode 0600) instead of TCP, as the supervisor does;
   ``--handoff-socket`` also takes streams whose client socket the gateway lends (``handoff_wire.py``);
 - when serving, exactly one stdout line ``SLIPSTREAM_RUNNER_READY {"port", "socket", "handoff",
-  "pid", "n_ctx", "parallel"}`` (``port`` 0 with a socket, ``socket`` and ``handoff`` null
-  without); logs go to stderr;
+  "pid", "n_ctx", "parallel", "self_check"}`` (``port`` 0 with a socket, ``socket`` and ``handoff``
+  null without; ``self_check`` is ``{"prompt_tokens", "generated", "seconds"}``); logs go to stderr;
 - a model that cannot be loaded exits with status 2 and a message on stderr;
+- before READY the engine proves it computes (``self_check.py``: a one-batch prefill of ~16
+  tokens and three decode steps through the request path, then forgotten); a wrong answer exits
+  with status 3 and a message on stderr, a broken build dies of its signal, before READY either way;
+- test-only: ``SLIPSTREAM_TEST_RUNNER_SELF_CHECK_FAULT=segv`` makes the runner kill itself with
+  SIGSEGV during the self-check, ``=segv-after-ready`` on its first request's decode step
+  (see ``self_check.py``); never set it outside tests;
 - SIGTERM / SIGINT stop it cleanly with status 0.
 
 The model loads on a worker thread; the HTTP stack imports while llama.cpp works in C with
@@ -94,6 +100,7 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
     loader.imported.wait()
     from aiohttp import web
 
+    from slipstream.engine import self_check
     from slipstream.engine.batching import Engine
     from slipstream.engine.direct_stream import make_deliver
     from slipstream.engine.handoff_server import HandoffServer
@@ -118,6 +125,15 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
     template = args.chat_template or model.chat_template()
     renderer = PromptRenderer(template, bos_token=model.token_text(model.bos), eos_token=model.token_text(model.eos))
     state = RunnerState(args.model_id, model, engine, renderer, args.n_ctx, args.parallel, os.getpid())
+    try:
+        fault = self_check.fault_from_env()
+        check = await loop.run_in_executor(None, self_check.run, engine, args.n_ctx, fault)
+    except self_check.SelfCheckFailed as exc:
+        print(f"slipstream runner: engine self-check failed for {args.model}: {exc}", file=sys.stderr, flush=True)
+        model.close()
+        return 3
+    log.info("engine self-check passed: %d prompt tokens in one batch, %d generated, %.1f ms",
+             check.prompt_tokens, check.generated, check.seconds * 1000)  # fmt: skip
     engine.start()
     runner = web.AppRunner(create_app(state), handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
@@ -131,7 +147,8 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
     port = 0 if args.socket else sock.getsockname()[1]
     where = str(args.socket) if args.socket else f"{args.host}:{port}"
     ready = {"port": port, "socket": args.socket and str(args.socket), "pid": os.getpid(), "n_ctx": args.n_ctx,
-             "parallel": args.parallel, "handoff": args.handoff_socket and str(args.handoff_socket)}  # fmt: skip
+             "parallel": args.parallel, "handoff": args.handoff_socket and str(args.handoff_socket),
+             "self_check": check.as_dict()}  # fmt: skip
     sys.stdout.write("SLIPSTREAM_RUNNER_READY " + json.dumps(ready) + "\n")
     sys.stdout.flush()
     log.info("serving %s on %s", args.model_id, where)

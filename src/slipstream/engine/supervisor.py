@@ -3,7 +3,9 @@
 One runner per catalog id. A runner starts on the first request (a cold start), stays up for
 its entry's ``keep_alive`` after the last request finishes (0: stop at once, -1: never), and
 is evicted least-recently-used when ``max_loaded_models`` or the memory budget needs room.
-A runner that dies is forgotten, so the next request starts a fresh one.
+A runner that dies is forgotten, so the next request starts a fresh one. A runner that dies
+before it is ready puts its model in back-off (``backoff.py``): requests get the cause as a 503
+at once instead of each spawning another doomed runner.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import psutil
 
 from slipstream.catalog import ModelEntry, resolve_gguf
 from slipstream.config import EngineSettings
-from slipstream.engine.process import RunnerSpec, StartedRunner, spawn_runner, stop_process
+from slipstream.engine.backoff import StartBackoff, retry_after
+from slipstream.engine.exit_cause import describe_exit
+from slipstream.engine.process import RunnerSpec, RunnerStartFailed, StartedRunner, spawn_runner, stop_process
 from slipstream.errors import ModelUnavailable
 from slipstream.providers.openai_compat import OpenAICompatClient, new_session
 
@@ -72,9 +76,12 @@ def estimate_bytes(spec: RunnerSpec) -> int:
 
 
 class Supervisor:
-    def __init__(self, settings: EngineSettings, spawn: SpawnFn = spawn_runner) -> None:
+    def __init__(
+        self, settings: EngineSettings, spawn: SpawnFn = spawn_runner, backoff: StartBackoff | None = None
+    ) -> None:
         self._settings = settings
         self._spawn = spawn
+        self._backoff = backoff or StartBackoff()
         self._runners: dict[str, Runner] = {}
         self._starting: dict[str, asyncio.Task[Runner]] = {}
         self._lock = asyncio.Lock()
@@ -115,6 +122,7 @@ class Supervisor:
         if runner is None or not runner.alive:
             task = self._starting.get(entry.id)
             if task is None:
+                self._backoff.check(entry.id)
                 task = asyncio.get_running_loop().create_task(self._start(entry))
                 self._starting[entry.id] = task
                 task.add_done_callback(functools.partial(self._start_finished, entry.id))
@@ -157,7 +165,17 @@ class Supervisor:
             if stale is not None:
                 await self._stop(stale)
             await self._make_room(spec)
-            started = await self._spawn(spec, self._settings.start_timeout_s)
+            try:
+                started = await self._spawn(spec, self._settings.start_timeout_s)
+            except RunnerStartFailed as exc:
+                failure = self._backoff.failed(entry.id, exc.message)
+                wait = self._backoff.remaining(failure)
+                log.error(
+                    "runner for %s failed to start (%d in a row; next attempt in %.0fs): %s",
+                    entry.id, failure.failures, wait, exc.message,
+                )  # fmt: skip
+                raise ModelUnavailable(exc.message, retry_after=retry_after(wait)) from exc
+            self._backoff.succeeded(entry.id)
             session = new_session(unix_socket=started.socket)
             client = OpenAICompatClient(started.base_url + "/v1", session)
             runner = Runner(spec, entry.keep_alive, started, session, client)
@@ -196,7 +214,7 @@ class Supervisor:
         code = await runner.started.process.wait()
         if self._runners.get(model_id) is runner:
             del self._runners[model_id]
-            log.warning("runner for %s (pid %d) exited with status %s", model_id, runner.pid, code)
+            log.warning("runner for %s (pid %d) %s", model_id, runner.pid, describe_exit(code))
             await runner.session.close()
 
     async def _unload(self, runner: Runner, *, reason: str) -> None:
@@ -214,7 +232,9 @@ class Supervisor:
         await runner.session.close()
 
     async def status(self) -> list[dict[str, Any]]:
-        """What ``slipstream models ps`` shows: one row per loaded runner."""
+        """What ``slipstream models ps`` shows: one row per loaded runner (``state`` "loaded"),
+        then one per model whose last start failed (``state`` "backoff", or "failed" once the
+        wait is over and the next request will try again)."""
         rows = []
         now = time.monotonic()
         for model_id, runner in list(self._runners.items()):
@@ -227,6 +247,7 @@ class Supervisor:
             rows.append(
                 {
                     "model": model_id,
+                    "state": "loaded",
                     "pid": runner.pid,
                     "rss_bytes": runner.rss_bytes(),
                     "loaded_at": runner.loaded_at,
@@ -242,7 +263,7 @@ class Supervisor:
                     "parallel": runner.spec.parallel,
                 }
             )
-        return rows
+        return rows + [row for row in self._backoff.rows() if row["model"] not in self._runners]
 
     def loaded(self) -> list[str]:
         return list(self._runners)

@@ -100,7 +100,8 @@ class Metrics:
         self.cold_start_seconds.labels(model).observe(seconds)
 
     def set_runners(self, rows: Iterable[dict[str, Any]]) -> None:
-        rows = list(rows)
+        """Gauges from ``Supervisor.status()``; rows of models backing off after a failed start are no runners."""
+        rows = [row for row in rows if row.get("state", "loaded") == "loaded"]
         self.loaded_runners.set(len(rows))
         self._queue.rows = rows
         for gauge in (self.slots_in_use, self.slots_total, self.queued, self.runner_rss):
