@@ -1,17 +1,25 @@
 # Two entry points: `make run` and `make test`. Both are safe to re-run: the
-# virtual environment is rebuilt only when pyproject.toml changes, because
-# building llama-cpp-python from source takes minutes.
+# virtual environment is rebuilt only when pyproject.toml, the engine's build flags or the
+# CPU they were chosen for change, because building llama-cpp-python takes minutes.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.stamp-$(shell sha1sum pyproject.toml | cut -c1-16)
+# scripts/engine_cmake_args.py is the one place that decides how llama.cpp is compiled
+# (never -march=native on x86-64: that emits AMX kernels that crash on some CPUs).
+ENGINE_CMAKE_ARGS := $(shell $(PYTHON) scripts/engine_cmake_args.py)
+ENGINE_SIGNATURE := $(shell $(PYTHON) scripts/engine_cmake_args.py --signature)
+STAMP := $(VENV)/.stamp-$(shell (cat pyproject.toml scripts/engine_cmake_args.py; echo "$(ENGINE_SIGNATURE)") | sha1sum | cut -c1-16)
 NODE_STAMP := node_modules/.stamp-$(shell sha1sum package.json | cut -c1-16)
 
 .PHONY: run test lint typecheck unit bench clean
 
-$(STAMP): pyproject.toml
+# llama-cpp-python is built on its own and uncached: pip's wheel cache ignores CMAKE_ARGS and
+# would hand back a wheel compiled with other flags.
+$(STAMP): pyproject.toml scripts/engine_cmake_args.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	CMAKE_ARGS="$(ENGINE_CMAKE_ARGS)" $(BIN)/pip install --quiet --no-cache-dir --force-reinstall \
+	  --no-deps --no-binary llama-cpp-python "llama-cpp-python==$$(sed -n 's/.*"llama-cpp-python==\([^"]*\)".*/\1/p' pyproject.toml)"
 	$(BIN)/pip install --quiet -e '.[dev]'
 	rm -f $(VENV)/.stamp-*
 	touch $@
