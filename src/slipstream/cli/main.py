@@ -8,6 +8,7 @@ import typer
 def build_cli() -> typer.Typer:
     """Assemble the command tree (nothing is built at import time)."""
     from slipstream.cli import admin, keys, models, usage
+    from slipstream.cli.doctor import doctor_command
     from slipstream.cli.serve import serve_command
 
     app = typer.Typer(
@@ -23,6 +24,7 @@ def build_cli() -> typer.Typer:
     app.add_typer(models.regions_app, name="regions")
     app.command("usage")(usage.usage_command)
     app.add_typer(admin.app, name="admin")
+    app.command("doctor")(doctor_command)
     return app
 
 
