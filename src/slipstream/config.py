@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -35,6 +35,25 @@ class EngineSettings(BaseModel):
     )
 
 
+class LedgerSettings(BaseModel):
+    """How usage rows reach the database; what each durability level loses in a crash is in the README."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    durability: Literal["fsync", "commit", "buffered"] = Field(
+        default="commit",
+        description="fsync: answered once the row is on disk (SQLite synchronous=FULL); commit: once the row's "
+        "transaction commits (SQLite synchronous=NORMAL: survives the gateway dying, not the OS); "
+        "buffered: rows are written up to 20 ms later and a crash loses them",
+    )
+    max_pending: int = Field(
+        default=20_000, ge=1, description="rows waiting for the database before new requests get 503"
+    )
+    commit_timeout_s: float = Field(
+        default=30.0, gt=0, description="how long an answer waits for its row's commit before it becomes a 503"
+    )
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -49,6 +68,7 @@ class Settings(BaseModel):
     include_builtin_models: bool = True
     models: list[ModelEntry] = Field(default_factory=list)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
 
     @property
     def resolved_database_url(self) -> str:
@@ -68,6 +88,7 @@ _ENV_FIELDS = {
     "max_body_bytes": "SLIPSTREAM_MAX_BODY_BYTES",
     "log_level": "SLIPSTREAM_LOG_LEVEL",
 }
+_ENV_NESTED = {("ledger", "durability"): "SLIPSTREAM_LEDGER_DURABILITY"}
 
 
 class ConfigError(Exception):
@@ -96,6 +117,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     for field, env in _ENV_FIELDS.items():
         if env in os.environ:
             data[field] = os.environ[env]
+    for (section, field), env in _ENV_NESTED.items():
+        if env in os.environ:
+            data.setdefault(section, {})[field] = os.environ[env]
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return Settings.model_validate(data)

@@ -16,7 +16,8 @@ into ``{"error": {"message", "type", "param", "code"}}`` with the right status.
     ├── RateLimited             429 rate_limit_error        rate_limit_exceeded  (Retry-After)
     ├── QuotaExceeded           429 insufficient_quota      insufficient_quota
     ├── UpstreamError           502 server_error            upstream_error
-    └── ModelUnavailable        503 server_error            model_unavailable    (Retry-After)
+    ├── ModelUnavailable        503 server_error            model_unavailable    (Retry-After)
+    └── LedgerUnavailable       503 server_error            server_overloaded    (Retry-After)
 """
 
 from __future__ import annotations
@@ -123,6 +124,13 @@ class UpstreamError(SlipstreamError):
 class ModelUnavailable(SlipstreamError):
     status = 503
     default_code = "model_unavailable"
+
+
+class LedgerUnavailable(SlipstreamError):
+    """The usage ledger cannot record a request now, so the request is not served (never unbilled)."""
+
+    status = 503
+    default_code = "server_overloaded"
 
 
 _BY_STATUS: dict[int, type[SlipstreamError]] = {

@@ -46,11 +46,17 @@ class Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         secret = load_or_create_server_secret(settings.data_dir)
         catalog = build_catalog(settings)
-        db = await Database.open(settings.resolved_database_url)
+        ledger = settings.ledger
+        db = await Database.open(settings.resolved_database_url, sqlite_fsync=ledger.durability == "fsync")
         keys = KeyService(db, secret)
         await keys.start()
         admin, first_token = await AdminAuth.ensure(db, secret)
-        recorder = UsageRecorder(db)
+        recorder = UsageRecorder(
+            db,
+            durable=ledger.durability != "buffered",
+            max_pending=ledger.max_pending,
+            commit_timeout=ledger.commit_timeout_s,
+        )
         await recorder.start()
         metrics = Metrics()
         supervisor = Supervisor(settings.engine)

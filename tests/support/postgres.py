@@ -29,8 +29,17 @@ class Cluster:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
-        _run(self.user, [self.pg_ctl, "-D", str(self.datadir), "-m", "immediate", "-w", "stop"], check=False)
+        self.pause()
         shutil.rmtree(self.datadir.parent, ignore_errors=True)
+
+    def pause(self) -> None:
+        """Stop the server but keep its data, as an outage would."""
+        _run(self.user, [self.pg_ctl, "-D", str(self.datadir), "-m", "immediate", "-w", "stop"], check=False)
+
+    def resume(self) -> None:
+        root = self.datadir.parent
+        options = f"-h 127.0.0.1 -p {self.port} -k {root} -c fsync=off -c full_page_writes=off"
+        _run(self.user, [self.pg_ctl, "-D", str(self.datadir), "-o", options, "-l", str(root / "log"), "-w", "start"])
 
 
 def _bindir() -> Path | None:
@@ -65,9 +74,7 @@ def start_cluster() -> Cluster | None:
     datadir = root / "data"
     if user:
         shutil.chown(root, user)
-    port = _free_port()
     _run(user, [str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "-A", "trust", "--no-sync"])
-    options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c full_page_writes=off"
-    pg_ctl = str(bindir / "pg_ctl")
-    _run(user, [pg_ctl, "-D", str(datadir), "-o", options, "-l", str(root / "log"), "-w", "start"])
-    return Cluster(datadir, port, pg_ctl, user)
+    cluster = Cluster(datadir, _free_port(), str(bindir / "pg_ctl"), user)
+    cluster.resume()
+    return cluster

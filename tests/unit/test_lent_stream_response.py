@@ -48,9 +48,11 @@ class Transport:
 
 
 class Meter:
-    def __init__(self) -> None:
+    def __init__(self, sent: list[dict[str, Any]]) -> None:
         self.usage: dict[str, Any] | None = None
         self.finished: tuple[Any, ...] | None = None
+        self.sent = sent
+        self.settled_after: int | None = None  # how many ASGI messages had been sent when the row was committed
 
     def observe(self, usage: dict[str, Any] | None) -> None:
         self.usage = usage or self.usage
@@ -58,15 +60,26 @@ class Meter:
     def timings_from(self, first_at: float | None, intervals: list[float]) -> None:
         pass
 
-    def finish(self, status: str, http_status: int, code: str | None = None) -> None:
+    def finish(self, status: str, http_status: int, code: str | None = None) -> asyncio.Future[None]:
         self.finished = self.finished or (status, http_status, code)
+        committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        committed.set_result(None)
+        return committed
+
+    async def settle(self, status: str, http_status: int, code: str | None = None) -> None:
+        await self.finish(status, http_status, code)
+        self.settled_after = len(self.sent)
+
+    async def settle_failure(self, exc: BaseException) -> None:
+        await self.fail(exc)
+        self.settled_after = len(self.sent)
 
     fail = UsageMeter.fail  # the real mapping from an exception to the row's status
 
 
 async def play(reports: list[dict[str, Any] | None]) -> tuple[list[dict[str, Any]], Transport, Meter, ScriptedRunner]:
-    runner, transport, meter = ScriptedRunner(reports), Transport(), Meter()
     sent: list[dict[str, Any]] = []
+    runner, transport, meter = ScriptedRunner(reports), Transport(), Meter(sent)
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -89,6 +102,7 @@ async def test_a_finished_stream_is_metered_before_done_is_written() -> None:
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
     assert sent[-1] == {"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False}
     assert meter.finished == ("ok", 200, None) and meter.usage == USAGE
+    assert meter.settled_after == 1  # committed while only the head was out, before [DONE]
     assert not transport.closed
 
 
@@ -96,6 +110,7 @@ async def test_a_runner_that_dies_between_chunks_leaves_an_error_event() -> None
     sent, transport, meter, _ = await play([{"usage": USAGE}, {"blocked": True}, {"blocked": False}, None])
     assert sent[-1]["more_body"] is False and b'"code":"upstream_error"' in sent[-1]["body"]
     assert meter.finished == ("error", 502, "upstream_error") and meter.usage == USAGE
+    assert meter.settled_after == 1  # the error row is committed before the error event goes out
     assert not transport.closed
 
 

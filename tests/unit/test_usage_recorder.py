@@ -1,7 +1,8 @@
-"""The recorder: idempotent by request id, batched, durable across close, and off the request path."""
+"""The recorder: idempotent by request id, group-committed, durable across close, and back-pressure."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from slipstream.ledger.recorder import UsageRecorder
+from slipstream.errors import LedgerUnavailable
+from slipstream.ledger.recorder import RowRejected, UsageRecorder
 from slipstream.ledger.records import UsageRecord
 from slipstream.store.db import Database
 from slipstream.store.tables import usage
@@ -55,7 +57,7 @@ async def test_same_request_id_twice_is_one_row(db: Database) -> None:
 
 
 async def test_close_flushes_everything(db: Database) -> None:
-    rec = UsageRecorder(db, interval=10.0)  # the timer would never fire during this test
+    rec = UsageRecorder(db, durable=False)
     await rec.start()
     for i in range(57):
         rec.record(make(f"r{i}"))
@@ -65,7 +67,7 @@ async def test_close_flushes_everything(db: Database) -> None:
 
 
 async def test_background_flush_writes_without_being_asked(db: Database) -> None:
-    rec = UsageRecorder(db, interval=0.01)
+    rec = UsageRecorder(db, durable=False)
     await rec.start()
     rec.record(make("bg"))
     deadline = time.monotonic() + 5
@@ -103,7 +105,7 @@ async def test_row_fields_round_trip(db: Database) -> None:
 async def test_transient_failure_keeps_rows_and_retries(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     from sqlalchemy.exc import OperationalError
 
-    rec = UsageRecorder(db, interval=0.001, max_backoff=0.01)
+    rec = UsageRecorder(db, max_backoff=0.01)
     real_write = rec._write
     failures = {"left": 3}
 
@@ -174,6 +176,87 @@ async def test_sustains_well_over_2000_rows_per_second(db: Database) -> None:
     elapsed = time.perf_counter() - started
     assert await count(db) == n
     assert n / elapsed > 2000, f"{n / elapsed:.0f} rows/s"
+
+
+async def test_a_row_is_committed_before_its_future_resolves(db: Database) -> None:
+    rec = UsageRecorder(db)
+    await rec.start()
+    done = rec.record(make("durable"))
+    assert not done.done()
+    await rec.committed(done)
+    assert await count(db) == 1
+    await rec.aclose()
+
+
+async def test_waiting_rows_share_one_commit(db: Database) -> None:
+    rec = UsageRecorder(db)
+    await rec.start()
+    futures = [rec.record(make(f"g{i}")) for i in range(300)]  # queued before the writer runs
+    await asyncio.gather(*futures)
+    assert await count(db) == 300
+    assert rec.commits == 1
+    await rec.aclose()
+
+
+async def test_a_failing_database_refuses_new_requests_keeps_rows_and_recovers(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    rec = UsageRecorder(db, max_backoff=0.01, commit_timeout=0.2)
+    real_write = rec._write
+    down = {"on": True}
+
+    async def maybe_down(batch: list[UsageRecord]) -> None:
+        if down["on"]:
+            raise OperationalError("INSERT", {}, Exception("connection refused"))
+        await real_write(batch)
+
+    monkeypatch.setattr(rec, "_write", maybe_down)
+    await rec.start()
+    rec.admit()  # healthy so far
+    done = rec.record(make("while-down"))
+    with pytest.raises(LedgerUnavailable) as refused:
+        await rec.committed(done)
+    assert refused.value.status == 503 and refused.value.retry_after
+    with pytest.raises(LedgerUnavailable):
+        rec.admit()
+    down["on"] = False
+    await asyncio.wait_for(asyncio.shield(done), 5)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            rec.admit()
+            break
+        except LedgerUnavailable:
+            await asyncio.sleep(0.01)
+    rec.admit()
+    assert await count(db) == 1 and rec.dropped == 0
+    await rec.aclose()
+
+
+async def test_a_backlog_refuses_new_requests_but_never_drops_rows(db: Database) -> None:
+    rec = UsageRecorder(db, max_pending=5)  # not started: nothing drains the queue
+    for i in range(5):
+        rec.admit()
+        rec.record(make(f"b{i}"))
+    with pytest.raises(LedgerUnavailable):
+        rec.admit()
+    rec.record(make("b5"))  # a request admitted earlier still gets its row
+    assert rec.pending == 6
+    await rec.flush()
+    rec.admit()
+    assert await count(db) == 6 and rec.dropped == 0
+
+
+async def test_a_rejected_row_fails_its_own_future_only(db: Database) -> None:
+    rec = UsageRecorder(db)
+    good = rec.record(make("ok-1"))
+    bad = rec.record(make("bad", created_at=datetime(2026, 1, 1)))
+    await rec.flush()
+    assert good.result() is None
+    with pytest.raises(RowRejected):
+        bad.result()
 
 
 async def _sleep(seconds: float) -> None:

@@ -1,10 +1,17 @@
-"""Writes usage rows off the request path: buffered, batched, idempotent, and retried until stored.
+"""Writes usage rows by group commit: a response ends only once its row is committed.
 
-``record()`` only appends to a buffer. A background task flushes it every ``interval`` seconds
-or as soon as ``batch_size`` rows wait, in one transaction per chunk, with
-``INSERT … ON CONFLICT (request_id) DO NOTHING`` so a retried batch never double-bills.
-When the database is unreachable rows stay buffered (up to ``max_pending``) and the write is
-retried with backoff; a row is dropped only if it fails on its own with a data error.
+``record()`` queues a row and returns a future that resolves when the transaction holding the
+row has committed. One writer task commits whatever rows are waiting in one transaction and
+then releases their requests, so a busy gateway pays one commit per batch, not per request.
+``INSERT … ON CONFLICT (request_id) DO NOTHING`` makes a retried batch harmless.
+
+Rows are never dropped for lack of room. When the database cannot keep up (``max_pending``
+rows wait) or is failing, ``admit()`` refuses new billable requests with 503 and Retry-After
+until writes succeed again; the rows already queued are retried with back-off meanwhile.
+A row is dropped only if the database refuses that row on its own (a data error).
+
+``durable=False`` is the operator's opt-out: ``record()``'s future is resolved at once and
+rows are batched on a short timer, so a crash loses what had not been written yet.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
+from slipstream.errors import LedgerUnavailable, SlipstreamError
 from slipstream.ledger.records import UsageRecord
 from slipstream.store.db import Database
 from slipstream.store.tables import usage
@@ -25,6 +33,8 @@ from slipstream.store.tables import usage
 log = logging.getLogger(__name__)
 
 _CHUNK = 1000  # rows per INSERT transaction when catching up
+_RETRY_AFTER_S = 2
+_BUFFERED_INTERVAL_S = 0.02
 
 
 def _idempotent_insert(dialect: str) -> Any:
@@ -44,84 +54,121 @@ def _is_row_error(exc: BaseException) -> bool:
     return isinstance(exc, StatementError | ValueError | TypeError | OverflowError)
 
 
+class RowRejected(SlipstreamError):
+    """The database refused this request's usage row; the response must not claim success."""
+
+
+_Entry = tuple[UsageRecord, "asyncio.Future[None] | None"]
+
+
 class UsageRecorder:
-    """The ledger's only writer. ``start()`` once, ``record()`` per request, ``aclose()`` at shutdown."""
+    """The ledger's only writer: ``start()`` once, ``admit()`` and ``record()`` per request, then ``aclose()``."""
 
     def __init__(
         self,
         db: Database,
         *,
-        batch_size: int = 200,
-        interval: float = 0.02,
-        max_pending: int = 100_000,
-        max_backoff: float = 5.0,
+        durable: bool = True,
+        max_pending: int = 20_000,
+        commit_timeout: float = 30.0,
+        max_backoff: float = 1.0,
         close_timeout: float = 10.0,
     ) -> None:
         self._db = db
         self._insert = _idempotent_insert(db.dialect)
-        self._batch_size = batch_size
-        self._interval = interval
+        self._durable = durable
         self._max_pending = max_pending
+        self._commit_timeout = commit_timeout
         self._max_backoff = max_backoff
         self._close_timeout = close_timeout
-        self._pending: deque[UsageRecord] = deque()
+        self._pending: deque[_Entry] = deque()
         self._wake = asyncio.Event()
-        self._full = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._failing = False  # the last write failed for a reason other than its data
         self._closing = False
         self._closed = False
         self.written = 0
         self.dropped = 0
+        self.commits = 0
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def durable(self) -> bool:
+        return self._durable
+
     async def start(self) -> None:
         if self._task is None and not self._closed:
             self._task = asyncio.create_task(self._run(), name="usage-recorder")
 
-    def record(self, rec: UsageRecord) -> None:
-        """Queue one row. Never blocks and never raises: the response must not depend on the ledger."""
+    def admit(self) -> None:
+        """Refuse a billable request while its row could not be written promptly (back-pressure)."""
+        if self._closing:
+            raise LedgerUnavailable("The server is shutting down; retry shortly.", retry_after=_RETRY_AFTER_S)
+        if self._failing:
+            raise LedgerUnavailable(
+                "The usage ledger's database is unavailable, so no request can be billed; retry shortly.",
+                retry_after=_RETRY_AFTER_S,
+            )
+        if len(self._pending) >= self._max_pending:
+            raise LedgerUnavailable(
+                "The usage ledger is behind; the server is refusing new requests until it catches up.",
+                retry_after=_RETRY_AFTER_S,
+            )
+
+    def record(self, rec: UsageRecord) -> asyncio.Future[None]:
+        """Queue one row; the future resolves once it is committed (at once when not durable).
+
+        Never blocks, never raises and never drops a row while the recorder is open.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._closed:
+            log.error("usage recorder is closed; row for request %s not recorded", rec.request_id)
+            self.dropped += 1
+            _fail([(rec, done)], LedgerUnavailable("The server is shutting down.", retry_after=_RETRY_AFTER_S))
+        elif self._durable:
+            self._pending.append((rec, done))
+        else:
+            self._pending.append((rec, None))
+            done.set_result(None)
+        self._wake.set()
+        return done
+
+    async def committed(self, done: asyncio.Future[None]) -> None:
+        """Wait for a row's commit, at most ``commit_timeout``; 503 if the database does not answer."""
         try:
-            if self._closed:
-                self.dropped += 1
-                log.error("usage recorder is closed; row for request %s not recorded", rec.request_id)
-                return
-            if len(self._pending) >= self._max_pending:
-                lost = self._pending.popleft()
-                self.dropped += 1
-                log.error("usage buffer full (%d rows); dropped row %s", self._max_pending, lost.request_id)
-            self._pending.append(rec)
-            self._wake.set()
-            if len(self._pending) >= self._batch_size:
-                self._full.set()
-        except Exception:
-            log.exception("could not queue usage row")
+            async with asyncio.timeout(self._commit_timeout):
+                await asyncio.shield(done)
+        except TimeoutError:
+            raise LedgerUnavailable(
+                "The usage ledger could not record this request in time; retry shortly.",
+                retry_after=_RETRY_AFTER_S,
+            ) from None
 
     async def flush(self) -> None:
         """Write everything queued so far; raises (keeping the rows) if the database is unavailable."""
         async with self._lock:
             while self._pending:
-                count = min(len(self._pending), _CHUNK)
-                batch = [self._pending.popleft() for _ in range(count)]
+                batch = [self._pending.popleft() for _ in range(min(len(self._pending), _CHUNK))]
                 try:
-                    await self._write(batch)
+                    await self._write(rec for rec, _ in batch)
                 except BaseException as exc:
                     if _is_row_error(exc):
                         await self._write_row_by_row(batch)
                         continue
                     self._pending.extendleft(reversed(batch))
                     raise
+                _resolve(batch)
 
     async def aclose(self) -> None:
-        """Stop accepting rows and write what is left, giving up (saying how much) after ``close_timeout``."""
+        """Refuse new requests, write what is left, and give up (saying how much) after ``close_timeout``."""
         if self._closed:
             return
         self._closing = True
         self._wake.set()
-        self._full.set()
         try:
             async with asyncio.timeout(self._close_timeout):
                 if self._task is not None:
@@ -140,38 +187,42 @@ class UsageRecorder:
             if self._pending:
                 self.dropped += len(self._pending)
                 log.error("usage recorder: %d usage rows could not be written", len(self._pending))
+                _fail(self._pending, LedgerUnavailable("The usage ledger was closed before this row was written."))
                 self._pending.clear()
 
     async def _run(self) -> None:
         backoff = 0.05
         while not (self._closing and not self._pending):
             await self._wake.wait()
-            if not self._closing and len(self._pending) < self._batch_size:
-                try:
-                    async with asyncio.timeout(self._interval):
-                        await self._full.wait()
-                except TimeoutError:
-                    pass
+            if not self._durable and not self._closing:
+                await asyncio.sleep(_BUFFERED_INTERVAL_S)  # gather a batch: nobody waits for it
             self._wake.clear()
-            self._full.clear()
             try:
                 await self.flush()
-                backoff = 0.05
             except Exception:
-                log.exception("usage recorder: write failed, %d rows kept; retrying", len(self._pending))
+                if not self._failing:
+                    log.exception("usage recorder: write failed, %d rows kept; retrying", len(self._pending))
+                self._failing = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 self._wake.set()
+            else:
+                if self._failing:
+                    log.warning("usage recorder: the database is writable again")
+                self._failing = False
+                backoff = 0.05
 
     async def _write(self, batch: Iterable[UsageRecord]) -> None:
         rows = list({rec.request_id: rec.as_row() for rec in reversed(list(batch))}.values())
         async with self._db.write() as conn:
             await conn.execute(self._insert, rows)
         self.written += len(rows)
+        self.commits += 1
 
-    async def _write_row_by_row(self, batch: list[UsageRecord]) -> None:
+    async def _write_row_by_row(self, batch: list[_Entry]) -> None:
         """Isolate the bad rows of a failed batch; the good ones are still written."""
-        for index, rec in enumerate(batch):
+        for index, entry in enumerate(batch):
+            rec = entry[0]
             try:
                 await self._write([rec])
             except BaseException as exc:
@@ -180,3 +231,19 @@ class UsageRecorder:
                     raise
                 self.dropped += 1
                 log.error("usage row %s rejected by the database: %s", rec.request_id, exc)
+                _fail([entry], RowRejected("The usage of this request could not be recorded."))
+            else:
+                _resolve([entry])
+
+
+def _resolve(entries: Iterable[_Entry]) -> None:
+    for _, done in entries:
+        if done is not None and not done.done():
+            done.set_result(None)
+
+
+def _fail(entries: Iterable[_Entry], exc: BaseException) -> None:
+    for _, done in entries:
+        if done is not None and not done.done():
+            done.set_exception(exc)
+            done.exception()  # marks it retrieved: nobody may be waiting any more

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +53,7 @@ class ChatService:
             raise PermissionDenied(f"This model access key may not use the model '{entry.id}'.", param="model")
         provider = self._providers.for_entry(entry)
         provider.check(request)
+        self._recorder.admit()  # no request is served that the ledger could not bill
         return PreparedCall(ChatCall(request_id, entry, request, body), provider, principal)
 
     def _meter(self, prepared: PreparedCall, *, stream: bool) -> UsageMeter:
@@ -63,11 +64,11 @@ class ChatService:
     async def complete(self, prepared: PreparedCall) -> dict[str, Any]:
         meter = self._meter(prepared, stream=False)
         call = prepared.call
-        with _failure_recorded(meter):
+        async with _failure_settled(meter):
             result = await prepared.provider.complete(call)
-        meter.token_arrived()
-        meter.observe(result.get("usage"))
-        meter.finish("ok", 200)
+            meter.token_arrived()
+            meter.observe(result.get("usage"))
+        await meter.settle("ok", 200)  # the answer leaves only once its row is committed
         result["id"] = f"chatcmpl-{call.request_id}"
         result["model"] = call.entry.id
         return result
@@ -79,7 +80,7 @@ class ChatService:
         meter = self._meter(prepared, stream=True)
         call = prepared.call
         identity = ChunkIdentity(f"chatcmpl-{call.request_id}", int(time.time()), call.entry.id)
-        with _failure_recorded(meter):
+        async with _failure_settled(meter):
             lent = await prepared.provider.lend_stream(call, identity)
         return None if lent is None else LentStreamResponse(lent, transport, fd, meter)
 
@@ -87,7 +88,7 @@ class ChatService:
         """Start the stream; raises before returning if the provider fails before its first event."""
         meter = self._meter(prepared, stream=True)
         events = aiter(prepared.provider.stream(prepared.call))
-        with _failure_recorded(meter):
+        async with _failure_settled(meter):
             first = await anext(events, None)
         return self._relay(prepared, meter, first, events)
 
@@ -100,7 +101,6 @@ class ChatService:
     ) -> AsyncIterator[bytes]:
         call = prepared.call
         shaper = ChunkShaper(call)
-        status, http_status, code = "ok", 200, None
         try:
             event = first
             while event is not None:
@@ -115,33 +115,32 @@ class ChatService:
                     if out is not None:
                         yield encode_event(out)
                 event = await anext(events, None)
-            meter.finish("ok", 200)  # before [DONE]: a client that saw the end sees the row and metrics
+            await meter.settle("ok", 200)  # [DONE] only once the row is committed
             yield DONE
         except SlipstreamError as exc:
-            status, http_status, code = "error", exc.status, exc.code
+            await meter.settle_failure(exc)
             yield encode_event(exc.envelope())
-        except (asyncio.CancelledError, GeneratorExit):
-            status, http_status, code = "cancelled", 499, "client_disconnected"
+        except (asyncio.CancelledError, GeneratorExit) as exc:
+            meter.fail(exc)
             raise
-        except Exception:  # the client must get an error event, never a silent stop
+        except Exception as exc:  # the client must get an error event, never a silent stop
             log.exception("stream %s failed", call.request_id)
-            status, http_status, code = "error", 500, "internal_error"
+            await meter.settle_failure(exc)
             yield encode_event(SlipstreamError("The server failed while streaming.").envelope())
         finally:
-            meter.finish(status, http_status, code)
             closer = getattr(events, "aclose", None)
             if closer is not None:
                 task = asyncio.ensure_future(closer())
                 task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
-@contextlib.contextmanager
-def _failure_recorded(meter: UsageMeter) -> Iterator[None]:
-    """A failure before the response starts: its usage row, then the exception for the status code."""
+@contextlib.asynccontextmanager
+async def _failure_settled(meter: UsageMeter) -> AsyncIterator[None]:
+    """A failure before the response starts: its committed usage row, then the exception for the status."""
     try:
         yield
     except BaseException as exc:
-        meter.fail(exc)
+        await meter.settle_failure(exc)
         raise
 
 

@@ -2,7 +2,7 @@
 
 The gateway sends the HTTP head, lends the socket once the head is in the kernel, follows
 the runner's usage reports, and writes the end itself: ``[DONE]`` after the usage row is
-recorded, or an error event if the runner died. The client sees the same bytes the relay
+committed, or an error event if the runner died. The client sees the same bytes the relay
 would have sent (``ChunkShaper``'s rules are applied by the runner).
 """
 
@@ -46,7 +46,7 @@ class LentStreamResponse(Response):
             self._lent.lend(self._fd)
             await self._follow(receive, send)
         except BaseException as exc:
-            meter.fail(exc)
+            await meter.settle_failure(exc)
             if not isinstance(exc, SlipstreamError):
                 raise
             if self._mid_chunk:  # an event now would land inside the runner's chunk: end the connection
@@ -78,14 +78,15 @@ class LentStreamResponse(Response):
         meter.timings_from(done.get("first_at"), done.get("itl") or [])
         outcome = done.get("done")
         if outcome == "ok":
-            meter.finish("ok", 200)  # before [DONE]: a client that saw the end sees the row and metrics
+            await meter.settle("ok", 200)  # [DONE] only once the row is committed
             await _end(send, DONE)
         elif outcome == "cancelled":  # the runner could no longer write: the client is gone
             meter.finish("cancelled", 499, "client_disconnected")
         else:
             log.warning("lent stream failed in the runner: %s", done.get("message"))
-            meter.finish("error", 500, "internal_error")
-            await _end(send, encode_event(SlipstreamError("The server failed while streaming.").envelope()))
+            failure = SlipstreamError("The server failed while streaming.")
+            await meter.settle_failure(failure)
+            await _end(send, encode_event(failure.envelope()))
 
     async def _read_reports(self) -> dict[str, Any] | None:
         """Usage as the runner reports it; returns its ``done`` report, or None if it died."""

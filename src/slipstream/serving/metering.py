@@ -1,8 +1,13 @@
-"""One call's token counts and timings, written as exactly one usage row whatever happens."""
+"""One call's token counts and timings, written as exactly one usage row whatever happens.
+
+``finish`` queues the row and returns its commit; ``settle`` also waits for that commit, which
+is how a response is held back until its row is durable (see ``ledger/recorder.py``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -19,7 +24,7 @@ class UsageMeter:
     """Follows cumulative usage as it arrives; ``finish`` records once, later calls are no-ops."""
 
     __slots__ = (
-        "_entry", "_finished", "_last_token_at", "_metrics", "_principal", "_recorder", "_request_id",
+        "_committed", "_entry", "_last_token_at", "_metrics", "_principal", "_recorder", "_request_id",
         "_started", "_stream", "cached_tokens", "completion_tokens", "first_token_at", "prompt_tokens",
     )  # fmt: skip
 
@@ -40,7 +45,7 @@ class UsageMeter:
         self._request_id = request_id
         self._stream = stream
         self._started = time.monotonic()
-        self._finished = False
+        self._committed: asyncio.Future[None] | None = None
         self.first_token_at: float | None = None
         self._last_token_at = 0.0
         self.prompt_tokens = 0
@@ -74,28 +79,42 @@ class UsageMeter:
         for gap in intervals:
             self._metrics.itl.observe(gap)
 
-    def fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException) -> asyncio.Future[None]:
         """Record the call as ended by ``exc``: its own status, a cancellation, or an internal error."""
         if isinstance(exc, SlipstreamError):
-            self.finish("error", exc.status, exc.code)
-        elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
-            self.finish("cancelled", 499, "client_disconnected")
-        else:
-            self.finish("error", 500, "internal_error")
+            return self.finish("error", exc.status, exc.code)
+        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            return self.finish("cancelled", 499, "client_disconnected")
+        return self.finish("error", 500, "internal_error")
+
+    async def settle_failure(self, exc: BaseException) -> None:
+        """Record a failure and, unless the client is gone, hold its answer until the row is committed.
+
+        A meter that was finished already (its commit timed out, say) is not waited for twice.
+        """
+        if self.finished:
+            return
+        committed = self.fail(exc)
+        if not isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            with contextlib.suppress(SlipstreamError):  # the caller reports ``exc``, not the ledger's trouble
+                await self._recorder.committed(committed)
+
+    async def settle(self, status: str, http_status: int, error_code: str | None = None) -> None:
+        """Record the call and wait until its row is committed: 503 if the ledger cannot say so in time."""
+        await self._recorder.committed(self.finish(status, http_status, error_code))
 
     @property
     def finished(self) -> bool:
-        return self._finished
+        return self._committed is not None
 
-    def finish(self, status: str, http_status: int, error_code: str | None = None) -> None:
-        if self._finished:
-            return
-        self._finished = True
+    def finish(self, status: str, http_status: int, error_code: str | None = None) -> asyncio.Future[None]:
+        """Queue the row (once: later calls return the first row's commit) and return its commit."""
+        if self._committed is not None:
+            return self._committed
         now = time.monotonic()
         ttft = None if self.first_token_at is None else round((self.first_token_at - self._started) * 1000, 3)
         cost = cost_picousd(self._entry.prices, self.prompt_tokens, self.cached_tokens, self.completion_tokens)
-        self._observe(status, now, cost)
-        self._recorder.record(
+        self._committed = self._recorder.record(
             UsageRecord(
                 request_id=self._request_id,
                 key_uuid=self._principal.key_uuid,
@@ -114,6 +133,8 @@ class UsageMeter:
                 stream=self._stream,
             )
         )
+        self._observe(status, now, cost)
+        return self._committed
 
     def _observe(self, status: str, now: float, cost: int) -> None:
         m = self._metrics

@@ -1,6 +1,8 @@
 """The async engine, tuned per backend, and migrations to head on open.
 
-SQLite (the embedded default) runs in WAL mode with ``synchronous=NORMAL``. Python's sqlite3
+SQLite (the embedded default) runs in WAL mode with ``synchronous=NORMAL`` (a commit survives
+the process dying; an OS crash or power cut may lose the last commits) or, with
+``sqlite_fsync=True``, ``synchronous=FULL`` (every commit is on disk before it returns). Python's sqlite3
 driver does not open transactions before DDL or SELECTs, so we take over ``BEGIN`` ourselves:
 migrations are then atomic, and writers use ``BEGIN IMMEDIATE`` so they queue on
 ``busy_timeout`` instead of failing when a read lock cannot be upgraded.
@@ -29,7 +31,6 @@ _BEGIN_OPTION = "slipstream_sqlite_begin"
 _MIGRATION_LOCK_ID = 0x511B57EA  # pg_advisory_xact_lock key: one replica migrates at a time
 _SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=NORMAL",
     f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
     "PRAGMA foreign_keys=ON",
 )
@@ -57,12 +58,12 @@ class Database:
         self._writer = engine.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"}) if sqlite else engine
 
     @classmethod
-    async def open(cls, url: str, *, migrate: bool = True) -> Database:
+    async def open(cls, url: str, *, migrate: bool = True, sqlite_fsync: bool = False) -> Database:
         """Create the engine (and the SQLite file's directory), then migrate to head."""
         url = normalize_url(url)
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
-            engine = _sqlite_engine(url, parsed.database)
+            engine = _sqlite_engine(url, parsed.database, "FULL" if sqlite_fsync else "NORMAL")
         else:
             engine = create_async_engine(url, pool_pre_ping=True)
         db = cls(engine)
@@ -122,25 +123,26 @@ def _upgrade_to_head(connection: Connection) -> None:
     command.upgrade(cfg, "head")
 
 
-def _sqlite_engine(url: str, database: str | None) -> AsyncEngine:
+def _sqlite_engine(url: str, database: str | None, synchronous: str) -> AsyncEngine:
     if not database or database == ":memory:" or database.startswith("file::memory:"):
         engine = create_async_engine(url, poolclass=StaticPool)
     else:
         Path(database).expanduser().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
-    event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+    pragmas = (*_SQLITE_PRAGMAS, f"PRAGMA synchronous={synchronous}")
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, see _sqlite_on_begin
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in pragmas:
+                cursor.execute(pragma)
+        finally:
+            cursor.close()
+
+    event.listen(engine.sync_engine, "connect", on_connect)
     event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
     return engine
-
-
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, see _sqlite_on_begin
-    cursor = dbapi_connection.cursor()
-    try:
-        for pragma in _SQLITE_PRAGMAS:
-            cursor.execute(pragma)
-    finally:
-        cursor.close()
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
