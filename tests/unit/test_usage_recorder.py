@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from slipstream.errors import LedgerUnavailable
+from slipstream.ledger import recorder as recorder_module
 from slipstream.ledger.recorder import RowRejected, UsageRecorder
 from slipstream.ledger.records import UsageRecord
 from slipstream.store.db import Database
@@ -257,6 +258,36 @@ async def test_a_rejected_row_fails_its_own_future_only(db: Database) -> None:
     assert good.result() is None
     with pytest.raises(RowRejected):
         bad.result()
+
+
+async def test_an_over_long_field_is_cut_to_its_column_and_nothing_stalls(db: Database) -> None:
+    rec = UsageRecorder(db)
+    for i in range(3):
+        rec.record(make(f"fine-{i}"))
+    rec.record(make("long", error_code="x" * 200, status="error", http_status=502, prompt_tokens=2**40))
+    await rec.flush()
+    assert await count(db) == 4 and rec.dropped == 0
+    async with db.read() as conn:
+        row = (await conn.execute(select(usage).where(usage.c.request_id == "long"))).mappings().one()
+    assert row["error_code"] == "x" * 64 and row["prompt_tokens"] == 2**31 - 1
+
+
+async def test_a_postgres_data_error_is_a_row_error_not_an_outage(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite does not enforce string lengths")
+    monkeypatch.setattr(recorder_module, "bounded_row", UsageRecord.as_row)  # what the database sees unbounded
+    rec = UsageRecorder(db)
+    await rec.start()
+    fine = [rec.record(make(f"fine-{i}")) for i in range(3)]
+    bad = rec.record(make("long", error_code="x" * 200))
+    await asyncio.wait_for(asyncio.gather(*fine), 5)
+    with pytest.raises(RowRejected):
+        await asyncio.wait_for(bad, 5)
+    assert await count(db) == 3 and rec.dropped == 1
+    rec.admit()  # a bad row is not an outage
+    await rec.aclose()
 
 
 async def _sleep(seconds: float) -> None:

@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
+from sqlalchemy import BigInteger, Integer, String
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
@@ -46,12 +47,48 @@ def _idempotent_insert(dialect: str) -> Any:
 
 
 def _is_row_error(exc: BaseException) -> bool:
-    """True when the data itself is bad (retrying cannot help); False for the database being unwell."""
+    """True when the data itself is bad (retrying cannot help); False for the database being unwell.
+
+    asyncpg's data errors reach us as a plain ``DBAPIError``: their SQLSTATE class says which
+    they are (22 data exception, 23 integrity constraint violation).
+    """
     if isinstance(exc, IntegrityError | DataError):
         return True
     if isinstance(exc, DBAPIError):
-        return False
+        state = getattr(exc.orig, "sqlstate", None)
+        return isinstance(state, str) and state[:2] in ("22", "23")
     return isinstance(exc, StatementError | ValueError | TypeError | OverflowError)
+
+
+def _column_bounds() -> tuple[dict[str, int], dict[str, int]]:
+    """Each string column's length and each integer column's largest value, from the table itself."""
+    lengths, maxima = {}, {}
+    for column in usage.columns:
+        kind = column.type
+        if isinstance(kind, String) and kind.length:
+            lengths[column.name] = kind.length
+        elif isinstance(kind, BigInteger):
+            maxima[column.name] = 2**63 - 1
+        elif isinstance(kind, Integer):
+            maxima[column.name] = 2**31 - 1
+    return lengths, maxima
+
+
+_LENGTHS, _MAXIMA = _column_bounds()
+
+
+def bounded_row(rec: UsageRecord) -> dict[str, Any]:
+    """The row, cut to fit its columns: an upstream's 200-character error code must not cost a row."""
+    row = rec.as_row()
+    for name, length in _LENGTHS.items():
+        value = row[name]
+        if isinstance(value, str) and len(value) > length:
+            row[name] = value[:length]
+    for name, top in _MAXIMA.items():
+        value = row[name]
+        if isinstance(value, int) and not 0 <= value <= top:
+            row[name] = min(max(value, 0), top)
+    return row
 
 
 class RowRejected(SlipstreamError):
@@ -213,7 +250,7 @@ class UsageRecorder:
                 backoff = 0.05
 
     async def _write(self, batch: Iterable[UsageRecord]) -> None:
-        rows = list({rec.request_id: rec.as_row() for rec in reversed(list(batch))}.values())
+        rows = list({rec.request_id: bounded_row(rec) for rec in reversed(list(batch))}.values())
         async with self._db.write() as conn:
             await conn.execute(self._insert, rows)
         self.written += len(rows)

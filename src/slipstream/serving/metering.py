@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Any
 
 from slipstream.auth.principal import Principal
 from slipstream.catalog import ModelEntry
-from slipstream.errors import SlipstreamError
+from slipstream.errors import SlipstreamError, UpstreamError
 from slipstream.ledger.pricing import cost_picousd
 from slipstream.ledger.recorder import UsageRecorder
 from slipstream.ledger.records import UsageRecord
 from slipstream.observability.metrics import ModelMetrics
+
+log = logging.getLogger(__name__)
 
 
 class UsageMeter:
@@ -53,13 +56,22 @@ class UsageMeter:
         self.completion_tokens = 0
 
     def observe(self, usage: dict[str, Any] | None) -> None:
-        """Take cumulative usage from a provider (the last one seen wins)."""
+        """Take cumulative usage from a provider (the last one seen wins).
+
+        Counts that are not whole numbers are the upstream's fault (502, and the row says so);
+        cached tokens beyond the prompt are impossible and are cut to the prompt.
+        """
         if not usage:
             return
-        self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        self.completion_tokens = int(usage.get("completion_tokens") or 0)
+        if not isinstance(usage, dict):
+            raise UpstreamError("The upstream reported malformed usage.")
         details = usage.get("prompt_tokens_details") or {}
-        self.cached_tokens = int(details.get("cached_tokens") or 0)
+        if not isinstance(details, dict):
+            raise UpstreamError("The upstream reported malformed usage.")
+        prompt = _count(usage.get("prompt_tokens"))
+        self.prompt_tokens = prompt
+        self.completion_tokens = _count(usage.get("completion_tokens"))
+        self.cached_tokens = min(_count(details.get("cached_tokens")), prompt)
 
     def token_arrived(self) -> None:
         """Called per streamed chunk with content: feeds TTFT and inter-token latency."""
@@ -133,7 +145,10 @@ class UsageMeter:
                 stream=self._stream,
             )
         )
-        self._observe(status, now, cost)
+        try:  # the row is queued already: metrics must never cost an answer
+            self._observe(status, now, cost)
+        except Exception:
+            log.exception("metrics update failed for request %s", self._request_id)
         return self._committed
 
     def _observe(self, status: str, now: float, cost: int) -> None:
@@ -146,3 +161,11 @@ class UsageMeter:
         m.spend.inc(cost / 1e12)
         if self.first_token_at is not None and self.completion_tokens > 1 and now > self.first_token_at:
             m.output_rate.observe((self.completion_tokens - 1) / (now - self.first_token_at))
+
+
+def _count(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UpstreamError("The upstream reported malformed usage.")
+    return value
