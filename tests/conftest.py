@@ -12,6 +12,7 @@ from openai import OpenAI
 from tests.support.postgres import Cluster, start_cluster
 from tests.support.server import LiveServer, run_server
 
+pytest_plugins = ["tests.support.report_guard"]
 FIXTURES = Path(__file__).parent / "fixtures"
 POSTGRES_ENV = "SLIPSTREAM_TEST_POSTGRES_URL"
 

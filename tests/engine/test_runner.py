@@ -45,13 +45,23 @@ def status(runner: Runner) -> dict[str, Any]:
     return get_json(runner.base + "/status")  # type: ignore[no-any-return]
 
 
-def reference_prompt_tokens(user: str) -> int:
-    """Token count of SmolLM2's ChatML prompt, by llama-cpp-python's own high-level tokenizer."""
-    from llama_cpp import Llama
+_COUNT_TOKENS = """
+import sys
+from llama_cpp import Llama
+vocab = Llama(sys.argv[1], vocab_only=True, verbose=False)
+print(len(vocab.tokenize(sys.argv[2].encode(), add_bos=False, special=True)))
+"""
 
-    vocab = Llama(str(builtin_gguf_path()), vocab_only=True, verbose=False)
+
+def reference_prompt_tokens(user: str) -> int:
+    """Token count of SmolLM2's ChatML prompt, by llama-cpp-python's own high-level tokenizer.
+
+    In a subprocess: llama.cpp never loads into the pytest process, so a broken engine build
+    fails this test instead of killing the run."""
     text = f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
-    return len(vocab.tokenize(text.encode(), add_bos=False, special=True))
+    argv = [sys.executable, "-c", _COUNT_TOKENS, str(builtin_gguf_path()), text]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+    return int(out.stdout.strip())
 
 
 def test_health_models_status(runner: Runner) -> None:
@@ -131,13 +141,18 @@ def test_concurrent_streams_all_complete(runner: Runner) -> None:
                 await asyncio.sleep(0.02)
 
     async def main() -> list[tuple[str, int]]:
-        aclient = AsyncOpenAI(base_url=runner.base + "/v1", api_key="x", max_retries=0)
-        done = asyncio.Event()
-        watcher = asyncio.create_task(watch(done))
-        results = await asyncio.gather(*(one(aclient, i) for i in range(4)))
-        done.set()
-        await watcher
-        return results
+        async with AsyncOpenAI(base_url=runner.base + "/v1", api_key="x", max_retries=0) as aclient:
+            done = asyncio.Event()
+            watcher = asyncio.create_task(watch(done))
+            try:
+                results = await asyncio.gather(*(one(aclient, i) for i in range(4)))
+            except BaseException:  # the streams' error is the one to report; leave no task unretrieved
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+                raise
+            done.set()
+            await watcher
+            return results
 
     results = asyncio.run(main())
     assert [used for _, used in results] == [48] * 4

@@ -25,12 +25,11 @@ import resource
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from slipstream.engine.batching import Engine
-from slipstream.engine.jobs import ChoiceDelta, Job, JobDone, JobFailed
-from slipstream.engine.llama_backend import LlamaModel, TokenBatch
-from slipstream.engine.sampling import SamplingParams, SeqSampler
+if TYPE_CHECKING:  # the engine imports llama_cpp; tests read the constants here without loading it
+    from slipstream.engine.batching import Engine
+    from slipstream.engine.llama_backend import LlamaModel, TokenBatch
 
 FAULT_ENV = "SLIPSTREAM_TEST_RUNNER_SELF_CHECK_FAULT"
 FAULTS = ("segv", "segv-after-ready")
@@ -79,6 +78,9 @@ def _crash_on_decode(model: LlamaModel) -> None:
 
 def run(engine: Engine, n_ctx: int, fault: str | None = None) -> SelfCheckResult:
     """Blocking (call it off the event loop), before ``engine.start()``; raises ``SelfCheckFailed``."""
+    from slipstream.engine.jobs import ChoiceDelta, Job, JobDone, JobFailed
+    from slipstream.engine.sampling import SamplingParams, SeqSampler
+
     model = engine.model
     started = time.perf_counter()
     prompt = model.tokenize(PROBE, add_special=model.add_bos, parse_special=False)
