@@ -179,6 +179,10 @@ def test_kill_before_the_first_byte_is_503_with_retry_after(sdk: OpenAI, engine_
     assert info.value.status_code == 503
     assert info.value.response.headers["retry-after"].isdigit()
     assert info.value.body["code"] == "model_unavailable"  # type: ignore[index]
+    assert info.value.body["message"] == (  # type: ignore[index]
+        "The local engine was stopped by SIGKILL (signal 9) while serving twin; "
+        "it may have run out of memory; run `slipstream doctor` to check the engine build."
+    )
     row = engine_server.wait_usage(info.value.response.headers["x-request-id"])
     assert row["status"] == "error" and row["http_status"] == 503
     assert sdk.chat.completions.create(model="twin", messages=HELLO, max_tokens=4).choices

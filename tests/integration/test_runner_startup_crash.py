@@ -17,15 +17,16 @@ from typing import Any
 
 import pytest
 
-from slipstream.engine.exit_cause import cpu_has_amx
+from slipstream.engine.exit_cause import AMX_HINT, DOCTOR_HINT, cpu_has_amx
 from slipstream.engine.self_check import FAULT_ENV
 from tests.support.http import Reply, post_json, request
 from tests.support.server import LiveServer, run_server
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 HELLO = [{"role": "user", "content": "Say hello."}]
-HINT = "this CPU advertises AMX, rebuild with `make clean run`" if cpu_has_amx() else "run `slipstream doctor`"
+HINT = AMX_HINT if cpu_has_amx() else DOCTOR_HINT
 CAUSE = f"The local engine crashed with SIGSEGV (signal 11) while loading twin; {HINT}"
+SERVING = f"The local engine crashed with SIGSEGV (signal 11) while serving twin; {HINT}"
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_a_crash_at_start_up_names_its_cause_and_backs_off(crashing: tuple[LiveS
     server, key = crashing
     first = chat(server, key, max_tokens=4)
     message = assert_503_with_one_error_row(server, first, retry_after=2)
-    assert message.startswith(CAUSE) and "unreachable" not in message
+    assert message == CAUSE + "."
 
     # backing off: an immediate 503 with the same cause, no second runner (the failure count stays 1)
     again = chat(server, key, max_tokens=4, stream=True)
@@ -101,3 +102,17 @@ def test_metrics_count_no_runner_for_a_model_backing_off(crashing: tuple[LiveSer
     assert runner_rows(server)[0]["state"] == "backoff"
     metrics = request("GET", server.base_url + "/metrics").body
     assert "slipstream_loaded_runners 0.0" in metrics
+
+
+def test_a_crash_under_the_first_request_names_its_cause_and_the_next_request_recovers(
+    tmp_path: Path,
+) -> None:
+    """The failure as users saw it before the self-check: the engine dies on its first real decode."""
+    with run_server(tmp_path, FIXTURES / "engine.yaml", {FAULT_ENV: "segv-after-ready"}) as server:
+        key = server.create_key("crash-late")[1]
+        reply = chat(server, key, max_tokens=4)
+        message = assert_503_with_one_error_row(server, reply, retry_after=1)
+        assert message == SERVING + "."
+        assert runner_rows(server) == []  # a crash after READY is no failed start: no back-off
+        again = chat(server, key, max_tokens=4)
+        assert assert_503_with_one_error_row(server, again, retry_after=1) == message

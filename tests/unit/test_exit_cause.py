@@ -6,7 +6,14 @@ import asyncio
 import io
 from pathlib import Path
 
-from slipstream.engine.exit_cause import cpu_flags, cpu_has_amx, describe_exit, describe_start_failure, signal_label
+from slipstream.engine.exit_cause import (
+    cpu_flags,
+    cpu_has_amx,
+    describe_exit,
+    describe_serving_exit,
+    describe_start_failure,
+    signal_label,
+)
 from slipstream.engine.stderr_tail import KEEP_BYTES, StderrTail
 
 
@@ -47,6 +54,20 @@ def test_a_plain_exit_quotes_the_last_stderr_lines() -> None:
     )
     assert describe_start_failure("m", 1, [], amx=False) == (
         "The local engine exited with status 1 while loading m; run `slipstream doctor` to check the engine build."
+    )
+
+
+def test_a_runner_dying_under_a_request_is_named_too() -> None:
+    assert describe_serving_exit("twin", -11, amx=True) == (
+        "The local engine crashed with SIGSEGV (signal 11) while serving twin; "
+        "this CPU advertises AMX, rebuild with `make clean run`."
+    )
+    assert describe_serving_exit("twin", -11, amx=False) == (
+        "The local engine crashed with SIGSEGV (signal 11) while serving twin; "
+        "run `slipstream doctor` to check the engine build."
+    )
+    assert describe_serving_exit("twin", 1, amx=True) == (
+        "The local engine exited with status 1 while serving twin; run `slipstream doctor` to check the engine build."
     )
 
 

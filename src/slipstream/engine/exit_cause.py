@@ -71,6 +71,16 @@ def describe_start_failure(
     return f"The local engine exited with status {returncode} while loading {model_id}{said}; {DOCTOR_HINT}."
 
 
+def describe_serving_exit(model_id: str, returncode: int, *, amx: bool | None = None) -> str:
+    """What a client gets instead of "backend unreachable" when a ready runner dies under its request."""
+    amx = cpu_has_amx() if amx is None else amx
+    label = signal_label(returncode)
+    if label is not None and -returncode in CRASH_SIGNALS:
+        return f"The local engine crashed with {label} while serving {model_id}; {_crash_hint(amx)}."
+    hint = "it may have run out of memory; " if returncode == -signal.SIGKILL else ""
+    return f"The local engine {describe_exit(returncode)} while serving {model_id}; {hint}{DOCTOR_HINT}."
+
+
 def describe_exit(returncode: int) -> str:
     """A running runner's end, for the log: ``"crashed with SIGSEGV (signal 11)"`` or ``"exited with status 0"``."""
     label = signal_label(returncode)

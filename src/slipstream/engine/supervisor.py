@@ -63,6 +63,15 @@ class Runner:
     def alive(self) -> bool:
         return self.started.process.returncode is None
 
+    async def exit_code(self, grace_s: float = 0.2) -> int | None:
+        """The exit status if the process has died, or dies within ``grace_s``: a crash drops the
+        connection a moment before the process is reaped."""
+        proc = self.started.process
+        if proc.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(proc.wait()), grace_s)
+        return proc.returncode
+
     def rss_bytes(self) -> int:
         try:
             return int(psutil.Process(self.pid).memory_info().rss)

@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from slipstream.catalog import ModelEntry
+from slipstream.engine.exit_cause import describe_serving_exit
 from slipstream.engine.handoff_client import HandoffConnection
 from slipstream.engine.supervisor import Runner, Supervisor
+from slipstream.errors import ModelUnavailable
 from slipstream.providers.base import HEARTBEAT, ChatCall, ChunkIdentity, LentStream, Provider, StreamEvent
 from slipstream.providers.openai_compat import upstream_payload
 
@@ -30,6 +32,8 @@ class LocalProvider(Provider):
         runner = await self._supervisor.acquire(self._entry)
         try:
             return await runner.client.complete(self._payload(call))
+        except ModelUnavailable as exc:
+            raise await self._explained(runner, exc) from exc
         finally:
             self._supervisor.release(runner)
 
@@ -48,8 +52,18 @@ class LocalProvider(Provider):
         try:
             async for chunk in runner.client.stream(self._payload(call)):
                 yield chunk
+        except ModelUnavailable as exc:
+            raise await self._explained(runner, exc) from exc
         finally:
             self._supervisor.release(runner)
+
+    async def _explained(self, runner: Runner, exc: ModelUnavailable) -> ModelUnavailable:
+        """A runner that died under the request: say how (a signal, an exit status) instead of
+        "backend unreachable"; an error from a live runner passes through unchanged."""
+        code = await runner.exit_code()
+        if code is None:
+            return exc
+        return ModelUnavailable(describe_serving_exit(self._entry.id, code), retry_after=exc.retry_after)
 
     async def lend_stream(self, call: ChatCall, identity: ChunkIdentity) -> LentStream | None:
         """Only a loaded runner takes a lent stream: a cold start needs the relay's keep-alives."""
