@@ -64,6 +64,9 @@ class Settings(BaseModel):
     public_url: str | None = Field(default=None, description="the URL clients use, shown in regions")
     region: str = "local"
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    shutdown_grace_s: int = Field(
+        default=10, ge=1, description="on SIGTERM/SIGINT, seconds in-flight requests may take before they are cancelled"
+    )
     log_level: str = "info"
     include_builtin_models: bool = True
     models: list[ModelEntry] = Field(default_factory=list)

@@ -6,8 +6,11 @@ import contextlib
 import gc
 import logging
 import re
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -48,6 +51,27 @@ def _announce(settings: Settings, url: str, admin_token: str | None) -> None:
     print("\n".join(lines), flush=True)
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but SIGTERM drains like SIGINT and the process then runs its own shutdown.
+
+    uvicorn re-raises a captured signal once it has stopped serving; for SIGTERM (how systemd,
+    Docker and Kubernetes stop a service) that kills the process before ``Services.aclose()``
+    writes the last usage rows, stops the runners and removes their socket directory.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 async def run_server(settings: Settings) -> None:
     from slipstream.http.app import create_app
     from slipstream.http.lending import TransportExposingProtocol
@@ -68,9 +92,9 @@ async def run_server(settings: Settings) -> None:
             proxy_headers=False,
             server_header=False,
             log_level=settings.log_level,
-            timeout_graceful_shutdown=10,
+            timeout_graceful_shutdown=settings.shutdown_grace_s,
         )
-        server = uvicorn.Server(config)
+        server = DrainingServer(config)
         # Everything built so far lives as long as the server: keep it out of the collector's
         # scans, so full collections stay short and do not show up as latency spikes.
         gc.collect()
