@@ -83,8 +83,9 @@ def run(engine: Engine, n_ctx: int, fault: str | None = None) -> SelfCheckResult
 
     model = engine.model
     started = time.perf_counter()
-    prompt = model.tokenize(PROBE, add_special=model.add_bos, parse_special=False)
-    if len(prompt) < MIN_PROMPT_TOKENS:
+    room = max(1, n_ctx - GENERATE)  # a tiny --n-ctx gets a shorter probe, not a context overflow
+    prompt = model.tokenize(PROBE, add_special=model.add_bos, parse_special=False)[:room]
+    if len(prompt) < min(MIN_PROMPT_TOKENS, room):
         raise SelfCheckFailed(f"the probe prompt is only {len(prompt)} tokens with this vocabulary")
     params = SamplingParams(temperature=0.0, banned=(model.eos,) if model.eos >= 0 else ())
     sampler = SeqSampler(model, params, choice=0, penalty_window=n_ctx)
