@@ -308,15 +308,20 @@ class Gateway:
         self.proc.stop()
 
 
-def start_gateway(config_text: str, workdir: Path, *, timeout_s: float = 60.0) -> Gateway:
-    """``slipstream serve --port 0`` with a generated config; URL and admin token from its stdout."""
+def start_gateway(
+    config_text: str, workdir: Path, *, timeout_s: float = 60.0, env: dict[str, str] | None = None
+) -> Gateway:
+    """``slipstream serve --port 0`` with a generated config; URL and admin token from its stdout.
+
+    ``env`` is added to the gateway's environment, which its runner processes inherit.
+    """
     config = workdir / "slipstream.yaml"
     config.write_text(config_text)
     data_dir = workdir / "data"
     data_dir.mkdir(exist_ok=True)
     argv = [SLIPSTREAM, "serve", "--port", "0", "--data-dir", str(data_dir), "--config", str(config)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLIPSTREAM_")}
-    proc = spawn("slipstream", argv, workdir, env=env, pipe_stdout=True)
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("SLIPSTREAM_")}
+    proc = spawn("slipstream", argv, workdir, env={**inherited, **(env or {})}, pipe_stdout=True)
     # Scan stdout for the URL line, then the token line that follows it.
     stdout = proc.popen.stdout
     assert stdout is not None

@@ -29,15 +29,23 @@ meanwhile).
 The load client runs in this process (uvloop + one pooled aiohttp session per contender); at tens
 to hundreds of tokens per second its cost is small next to the model's, and the same for everyone.
 
-One-time, opt-in set-up (both are cached under .cache/, which git ignores):
+One-time, opt-in set-up (engine_builds.py; all cached under .cache/, which git ignores):
 
     python bench/engine.py --setup-llama-cpp-python --setup-only   # .cache/bench-venv
     python bench/engine.py --build-llama-server --setup-only       # .cache/llama-server/ (~7 min)
+    python bench/engine.py --native-baseline --setup-only          # .cache/llama-native/ (~10 min)
+
+llama-server is built with the CMake flags scripts/engine_cmake_args.py prints, the ones ``make``
+builds Slipstream's llama-cpp-python with, and each contender's JSON records how it was built.
+``--native-baseline`` adds the build from before issue 8 (-march=native) as two more contenders,
+slipstream-native (the same gateway and runner on native libllama/libggml) and llama-server-native,
+and the per-round ratios slipstream-native/llama-server-native and slipstream/slipstream-native.
 
 Then:
 
-    python bench/engine.py            # all contenders, c=1,2,4,8, 5 rounds: about 7 minutes on 2 cores
+    python bench/engine.py            # c=1,2,4,8, 5 rounds: about 7 minutes on 2 cores
     python bench/engine.py --contenders slipstream,llama-server --rounds 9 --max-tokens 256
+    python bench/engine.py --contenders slipstream,llama-server --native-baseline --concurrency 1,8
 
 With the defaults each round asks 4, 4, 4 and 8 requests of 128 tokens (c=1,2,4,8) of each
 contender (20 requests per round in all); llama-cpp-python serves one request at a time at ~60 tok/s,
@@ -62,24 +70,15 @@ from benchlib import (
     install_sigterm_handler,
     machine_info,
     percentile,
-    print_table,
     process_cpu_seconds,
-    ratio,
     utc_stamp,
     write_results,
 )
+from engine_builds import build_llama_server, build_native_baseline, setup_llama_cpp_python_server
 from engine_client import PROMPTS, run_level, stream_once
-from engine_contenders import (
-    CONTENDERS,
-    Contender,
-    Settings,
-    SlipstreamContender,
-    Unavailable,
-    build_llama_server,
-    find_llama_server,
-    setup_llama_cpp_python_server,
-)
-from engine_rounds import Live, aggregate, per_round_ratio, run_rounds
+from engine_contenders import CONTENDERS, NATIVE_CONTENDERS, Contender, Settings, SlipstreamContender, Unavailable
+from engine_report import headline, ratios, report, round_ratios
+from engine_rounds import Live, aggregate, run_rounds
 
 NAME = "engine"
 WARMUP_TOKENS = 16
@@ -89,7 +88,8 @@ IDLE_WINDOW_S = 3.0
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated, from: " + ", ".join(CONTENDERS))
+    default = [n for n in CONTENDERS if n not in NATIVE_CONTENDERS]
+    p.add_argument("--contenders", default=",".join(default), help="comma-separated, from: " + ", ".join(CONTENDERS))
     p.add_argument("--concurrency", default="1,2,4,8", help="comma-separated levels (default 1,2,4,8)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per level (default 5)")
     p.add_argument(
@@ -108,12 +108,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--gguf", type=Path, default=None, help="default: the built-in SmolLM2-135M-Instruct Q4_1")
     p.add_argument("--setup-llama-cpp-python", action="store_true", help="create .cache/bench-venv first")
-    p.add_argument("--build-llama-server", action="store_true", help="build .cache/llama-server/ if missing")
+    p.add_argument(
+        "--build-llama-server", action="store_true",
+        help="build .cache/llama-server/ with scripts/engine_cmake_args.py's flags, unless already built with them",
+    )  # fmt: skip
+    p.add_argument(
+        "--native-baseline", action="store_true",
+        help="build .cache/llama-native/ (-march=native, as before issue 8) if missing, and add "
+        + " and ".join(NATIVE_CONTENDERS),
+    )  # fmt: skip
     p.add_argument("--setup-only", action="store_true", help="do the set-up steps, then exit")
     p.add_argument("--no-json", action="store_true", help="print tables only; write no result files")
     args = p.parse_args(argv)
     args.levels = sorted({int(x) for x in args.concurrency.split(",") if x.strip()})
-    args.names = list(dict.fromkeys(x.strip() for x in args.contenders.split(",") if x.strip()))
+    names = [x.strip() for x in args.contenders.split(",") if x.strip()]
+    args.names = list(dict.fromkeys(names + list(NATIVE_CONTENDERS if args.native_baseline else ())))
     unknown = [n for n in args.names if n not in CONTENDERS]
     if unknown:
         p.error(f"unknown contenders {unknown}; choose from {list(CONTENDERS)}")
@@ -191,6 +200,14 @@ async def start(args: argparse.Namespace, contender: Contender, out: dict[str, A
     out["warmup"] = {"completed": sum(r.ok for r in warm), "failed": sum(not r.ok for r in warm)}
     if not warm[0].ok:
         out["warmup"]["error"] = warm[0].error
+    try:  # which llama.cpp libraries it really runs (the runner, for Slipstream)
+        contender.after_warmup()
+    except RuntimeError as exc:
+        print(f"{contender.name}: {exc}", file=sys.stderr, flush=True)
+        out["failed"] = str(exc)
+        await live.session.close()
+        contender.stop()
+        return None
     return live
 
 
@@ -257,110 +274,15 @@ def _run(coro: Any) -> Any:
     return uvloop.run(coro)
 
 
-def level(results: dict[str, Any], name: str, c: int) -> dict[str, Any] | None:
-    found: dict[str, Any] | None = results.get(name, {}).get("levels", {}).get(str(c))
-    return found
-
-
-def level_value(results: dict[str, Any], name: str, c: int, key: str) -> Any:
-    return (level(results, name, c) or {}).get(key)
-
-
-def round_ratios(args: argparse.Namespace, by_name: dict[str, Any]) -> dict[str, Any]:
-    """Slipstream/other output_throughput, per round (same machine speed): the headline figures."""
-    out: dict[str, Any] = {}
-    for other in ("llama-server", "llama-cpp-python"):
-        for c in args.levels:
-            stats = per_round_ratio(level(by_name, "slipstream", c), level(by_name, other, c))
-            if stats is not None:
-                out[f"slipstream/{other} output_throughput c={c}"] = stats
-    return out
-
-
-def ratios(args: argparse.Namespace, by_name: dict[str, Any], per_round: dict[str, Any]) -> dict[str, Any]:
-    """Ratios of the per-level figures (medians over rounds); the scaling ones carry drift."""
-    lo, hi = args.levels[0], args.levels[-1]
-    out: dict[str, Any] = {}
-    for other in ("llama-server", "llama-cpp-python"):
-        for c in (lo, hi):
-            for key in ("output_throughput", "median_ttft_ms"):
-                out[f"slipstream/{other} {key} c={c}"] = ratio(
-                    level_value(by_name, "slipstream", c, key), level_value(by_name, other, c, key)
-                )
-        # Slipstream's scaling relative to the other's, from same-round ratios: free of drift.
-        at_hi = per_round.get(f"slipstream/{other} output_throughput c={hi}") or {}
-        at_lo = per_round.get(f"slipstream/{other} output_throughput c={lo}") or {}
-        out[f"slipstream/{other} scaling c={hi}/c={lo} (per-round medians)"] = ratio(
-            at_hi.get("median"), at_lo.get("median")
-        )
-    for name in CONTENDERS:
-        out[f"{name} output_throughput c={hi}/c={lo}"] = ratio(
-            level_value(by_name, name, hi, "output_throughput"), level_value(by_name, name, lo, "output_throughput")
-        )
-    return out
-
-
-def headline(args: argparse.Namespace, per_round: dict[str, Any], ratio_map: dict[str, Any]) -> dict[str, Any]:
-    lo, hi = args.levels[0], args.levels[-1]
-    keys = [f"slipstream/llama-server output_throughput c={c}" for c in dict.fromkeys((lo, hi))]
-    out = {f"{k} (median per-round)": (per_round.get(k) or {}).get("median") for k in keys}
-    out[f"slipstream output_throughput c={hi}/c={lo}"] = ratio_map.get(f"slipstream output_throughput c={hi}/c={lo}")
-    return out
-
-
-def report(
-    args: argparse.Namespace, contenders: list[dict[str, Any]], per_round: dict[str, Any], ratio_map: dict[str, Any]
-) -> None:
-    rows = []
-    for c in contenders:
-        if "levels" not in c:
-            rows.append([c["name"], "-", "skipped" if "skipped" in c else "FAILED"] + ["-"] * 11)
-            continue
-        for lvl, m in c["levels"].items():
-            rows.append([
-                c["name"], lvl, m["rounds"], m["completed"], m["failed"], m["output_throughput"],
-                min(m["round_output_throughput"]), max(m["round_output_throughput"]), m["pooled_output_throughput"],
-                m["median_ttft_ms"], m["p99_ttft_ms"], m["median_itl_ms"], m["p99_itl_ms"], m["median_tpot_ms"],
-            ])  # fmt: skip
-    print_table(
-        ["contender", "conc", "rounds", "ok", "failed", "tok/s p50", "min", "max", "pooled", "ttft p50",
-         "ttft p99", "itl p50", "itl p99", "tpot p50"],
-        rows,
-        title=f"Engine: streaming chat, max_tokens={args.max_tokens}, {args.threads} threads, "
-        f"{args.kv_type} KV, {args.gguf.name}; "
-        "tok/s over rounds (p50, min, max, pooled), times in ms over all requests",
-    )  # fmt: skip
-    extra = [
-        [c["name"], c.get("start_s"), c.get("idle_cpu_percent"), c.get("max_rss_mib"),
-         (c.get("cold_start") or {}).get("median_cold_ttft_ms"), (c.get("warmup") or {}).get("failed")]
-        for c in contenders
-        if "levels" in c
-    ]  # fmt: skip
-    print_table(["contender", "start s", "idle CPU %", "max RSS MiB", "cold TTFT p50 ms", "warm-up failures"], extra)
-    print_table(
-        ["ratio (same round)", "median", "min", "max", "rounds"],
-        [[k, v["median"], v["min"], v["max"], v["rounds"]] for k, v in per_round.items()],
-        title="Per-round ratios: Slipstream vs. the other in the same round (drift-proof; quote the median)",
-    )
-    print_table(
-        ["ratio", "value"],
-        [[k, v] for k, v in ratio_map.items() if v is not None],
-        title="Ratios of per-level figures (c=hi/c=lo compares levels run minutes apart: includes drift)",
-    )
-    for c in contenders:
-        for reason in ("skipped", "failed"):
-            if reason in c:
-                print(f"{c['name']} {reason}: {c[reason]}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     install_sigterm_handler()
     if args.setup_llama_cpp_python:
         print(f"llama-cpp-python server venv ready: {setup_llama_cpp_python_server()}", file=sys.stderr)
     if args.build_llama_server:
-        binary = find_llama_server() or build_llama_server()
-        print(f"llama-server: {binary}", file=sys.stderr)
+        print(f"llama-server: {build_llama_server()}", file=sys.stderr)
+    if args.native_baseline:
+        print(f"native baseline: {build_native_baseline()}", file=sys.stderr)
     if args.setup_only:
         return 0
     stamp = utc_stamp()
@@ -392,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             "temperature": 0,
             "prompts": PROMPTS,
             "cold_start_trials": args.cold_starts,
+            "native_baseline": any(n in NATIVE_CONTENDERS for n in args.names),  # info: how each was built
             "load_client": "in-process: uvloop + one pooled aiohttp session per contender",
         },
         "duration_s": round(time.perf_counter() - started, 1),

@@ -1,12 +1,16 @@
-"""The three servers the engine benchmark compares; engine.py starts them all and keeps them loaded.
+"""The servers the engine benchmark compares; engine.py starts them all and keeps them loaded.
 
 - ``slipstream``: ``slipstream serve`` with a ``provider: local`` catalog entry (our runner).
 - ``llama-cpp-python``: ``python -m llama_cpp.server``, the Python bindings' own server. Its extra
   dependencies are not part of Slipstream's; ``--setup-llama-cpp-python`` puts them in a separate
   venv, ``.cache/bench-venv``, that sees the main venv's packages through a ``.pth`` file.
-- ``llama-server``: llama.cpp's C++ server, the reference. From ``LLAMA_SERVER_BIN``, the PATH, or
-  ``.cache/llama-server/`` where ``--build-llama-server`` builds it from the llama.cpp sources
-  vendored in the llama-cpp-python sdist that Slipstream pins.
+- ``llama-server``: llama.cpp's C++ server, the reference. From ``LLAMA_SERVER_BIN``, else
+  ``.cache/llama-server/`` where ``--build-llama-server`` builds it with the engine's own flags
+  (engine_builds.py), else the PATH.
+- ``slipstream-native`` and ``llama-server-native`` (``--native-baseline``): the same two, built as
+  before issue 8 with ``-march=native``; the gateway's runner loads the native libraries (see
+  NativeSlipstreamContender). After warm-up every contender's mapped libllama/libggml files are read
+  from /proc/<pid>/maps, recorded, and checked against the directory it must use.
 
 All get the same GGUF, the same thread count, and (where a server has slots) the same slots and
 context per slot. None of them supports exactly the same "keep generating" switch, so each gets its
@@ -23,27 +27,27 @@ import shutil
 import socket
 import subprocess
 import sys
-import sysconfig
-import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchlib import CACHE_DIR, SLIPSTREAM, Gateway, Proc, spawn, start_gateway, wait_http_ok
+from benchlib import SLIPSTREAM, Gateway, Proc, spawn, start_gateway, wait_http_ok
+from engine_builds import (
+    LLAMA_SERVER_DIR,
+    NATIVE_DIR,
+    bench_venv_python,
+    build_record,
+    check_mapped_libs,
+    find_llama_server,
+    llama_server_version,
+    llama_system_info,
+    mapped_llama_libs,
+    portable_cmake_args,
+)
 from engine_client import Target
 from slipstream.catalog import builtin_models
 
-LLAMA_CPP_PYTHON_VERSION = "0.3.36"  # the version pyproject.toml pins; its sdist vendors llama.cpp
-LLAMA_SERVER_DIR = CACHE_DIR / "llama-server"
-BENCH_VENV = CACHE_DIR / "bench-venv"
-# llama-cpp-python[server] extras, without their own dependencies (the main venv has those).
-SERVER_EXTRAS = [
-    "sse-starlette==3.7.0",
-    "starlette-context==0.3.6",
-    "pydantic-settings==2.16.3",
-    "python-dotenv==1.2.4",
-]
 SERVER_MODULES = ["sse_starlette", "starlette_context", "pydantic_settings", "dotenv"]
 START_TIMEOUT_S = 180.0
 
@@ -84,6 +88,21 @@ class Contender:
 
     def start(self) -> Target:
         raise NotImplementedError
+
+    def expected_lib_dir(self) -> Path | None:
+        """Where its llama.cpp shared libraries must come from; None: not checked (static, or unknown)."""
+        return None
+
+    def serving_pids(self) -> list[int]:
+        """The processes that run llama.cpp."""
+        return [self.pid] if self.pid else []
+
+    def after_warmup(self) -> None:
+        """Record the llama.cpp libraries it really mapped; RuntimeError if they are not the expected ones."""
+        libs = sorted({lib for pid in self.serving_pids() for lib in mapped_llama_libs(pid)})
+        self.info["mapped_llama_libs"] = libs
+        if (expected := self.expected_lib_dir()) is not None:
+            check_mapped_libs(libs, expected)
 
     @property
     def pid(self) -> int | None:
@@ -138,11 +157,30 @@ models:
         if importlib.util.find_spec("slipstream.engine.runner") is None:
             raise Unavailable("slipstream.engine.runner does not exist yet (the local runner)")
 
+    def engine_env(self) -> dict[str, str]:
+        """Environment for the gateway, and so for its runners, which inherit it."""
+        return {}
+
+    def engine_build(self) -> dict[str, Any]:
+        return {"libs": "the venv's llama-cpp-python, built by make", "isa_cmake_args": portable_cmake_args()}
+
+    def expected_lib_dir(self) -> Path | None:
+        spec = importlib.util.find_spec("llama_cpp")
+        locations = spec.submodule_search_locations if spec else None
+        return Path(locations[0]) / "lib" if locations else None
+
+    def serving_pids(self) -> list[int]:
+        return self.runner_pids()
+
     def start(self) -> Target:
-        workdir = self.settings.workdir / "slipstream"
+        workdir = self.settings.workdir / self.name
         workdir.mkdir(exist_ok=True)
-        self.info = {"slipstream_bin": SLIPSTREAM, "config": self.config()}
-        self.gateway = start_gateway(self.config(), workdir)
+        env = self.engine_env()
+        self.info = {
+            "slipstream_bin": SLIPSTREAM, "config": self.config(), "env": env, "build": self.engine_build(),
+            "system_info": llama_system_info(env),
+        }  # fmt: skip
+        self.gateway = start_gateway(self.config(), workdir, env=env)
         self.proc = self.gateway.proc
         self.key = self.gateway.create_key("bench-engine")
         self.target = self.target_for(self.MODEL)
@@ -188,34 +226,53 @@ models:
         self.gateway = None
 
 
+class NativeSlipstreamContender(SlipstreamContender):
+    """The same gateway and runner, on the -march=native libraries built in .cache/llama-native/.
+
+    Slipstream's engine/threadpool.py opens libllama and libggml-cpu from the llama_cpp package's own
+    ``lib/`` by path, ignoring ``LLAMA_CPP_LIB_PATH``; pointing only that at the native build mixes
+    the two builds in one runner. So this contender's gateway, and the runner that inherits its
+    environment, import (``PYTHONPATH``) a copy of the installed llama_cpp package whose ``lib/`` holds
+    the native libraries, copied file by file as a wheel lays them out, and ``LLAMA_CPP_LIB_PATH``
+    names that ``lib/`` too. Only the compiler flags differ from ``slipstream``; after_warmup() checks.
+    """
+
+    def check(self) -> None:
+        super().check()
+        if build_record(NATIVE_DIR) is None or not (NATIVE_DIR / "libllama.so").exists():
+            raise Unavailable(f"no native baseline in {NATIVE_DIR}: run once with --native-baseline")
+
+    def python_dir(self) -> Path:
+        return self.settings.workdir / self.name / "python"
+
+    def expected_lib_dir(self) -> Path | None:
+        return self.python_dir() / "llama_cpp" / "lib"
+
+    def engine_env(self) -> dict[str, str]:
+        python_path = [str(self.python_dir()), *filter(None, [os.environ.get("PYTHONPATH")])]
+        return {"LLAMA_CPP_LIB_PATH": str(self.expected_lib_dir()), "PYTHONPATH": os.pathsep.join(python_path)}
+
+    def start(self) -> Target:
+        spec = importlib.util.find_spec("llama_cpp")
+        if spec is None or not spec.submodule_search_locations:
+            raise Unavailable("llama_cpp is not installed")
+        package = self.python_dir() / "llama_cpp"
+        shutil.copytree(
+            spec.submodule_search_locations[0], package, ignore=shutil.ignore_patterns("lib", "__pycache__")
+        )
+        server_only = shutil.ignore_patterns("llama-server*", "libllama-server*", "libllama-common*", "build.json")
+        shutil.copytree(NATIVE_DIR, package / "lib", ignore=server_only)  # symlinks copied as files
+        return super().start()
+
+    def engine_build(self) -> dict[str, Any]:
+        return {"libs": f"copied from {NATIVE_DIR}", **(build_record(NATIVE_DIR) or {})}
+
+
 # --------------------------------------------------------------------------- llama-cpp-python
 
 
 def _main_venv_has_server_extras() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in SERVER_MODULES)
-
-
-def bench_venv_python() -> Path:
-    return BENCH_VENV / "bin" / "python"
-
-
-def setup_llama_cpp_python_server() -> Path:
-    """Create .cache/bench-venv: the server extras only, plus a .pth to the main venv's packages."""
-    python = bench_venv_python()
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", *SERVER_EXTRAS],
-        check=True,
-    )
-    site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    main_paths = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
-    (Path(site) / "_slipstream_main_venv.pth").write_text("\n".join(main_paths) + "\n")
-    subprocess.run([str(python), "-c", "import llama_cpp.server.app"], check=True)
-    return python
 
 
 def end_of_generation_tokens(gguf: Path) -> list[int]:
@@ -270,62 +327,31 @@ class LlamaCppPythonContender(Contender):
 # --------------------------------------------------------------------------- llama-server
 
 
-def find_llama_server() -> Path | None:
-    env = os.environ.get("LLAMA_SERVER_BIN")
-    if env:
-        return Path(env)
-    on_path = shutil.which("llama-server")
-    if on_path:
-        return Path(on_path)
-    built = LLAMA_SERVER_DIR / "llama-server"
-    return built if built.exists() else None
-
-
-def build_llama_server(jobs: int = 2) -> Path:
-    """Build llama-server once into .cache/llama-server/ from the pinned llama-cpp-python sdist."""
-    src_dir = CACHE_DIR / "src"
-    src_dir.mkdir(parents=True, exist_ok=True)
-    sdist = src_dir / f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
-    if not sdist.exists():
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-             f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d", str(src_dir)],
-            check=True,
-        )  # fmt: skip
-    tree = src_dir / f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}"
-    if not tree.exists():
-        with tarfile.open(sdist) as tar:
-            tar.extractall(src_dir, filter="data")
-    llama_cpp = tree / "vendor" / "llama.cpp"
-    build = llama_cpp / "build-bench"  # static libraries: one self-contained binary
-    subprocess.run(
-        ["cmake", "-S", str(llama_cpp), "-B", str(build), "-DLLAMA_CURL=OFF", "-DGGML_NATIVE=ON",
-         "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF"],
-        check=True,
-    )  # fmt: skip
-    subprocess.run(["cmake", "--build", str(build), "--target", "llama-server", f"-j{jobs}"], check=True)
-    install_llama_server(build / "bin")
-    return LLAMA_SERVER_DIR / "llama-server"
-
-
-def install_llama_server(bin_dir: Path) -> None:
-    """Copy the binary, and any shared libraries a shared build left beside it."""
-    LLAMA_SERVER_DIR.mkdir(parents=True, exist_ok=True)
-    for item in bin_dir.iterdir():
-        if item.name == "llama-server" or ".so" in item.name:
-            dest = LLAMA_SERVER_DIR / item.name
-            dest.unlink(missing_ok=True)
-            shutil.copy2(item, dest, follow_symlinks=False)
-
-
 class LlamaServerContender(Contender):
     MODEL = "bench"
     binary: Path | None = None
+    build: dict[str, Any] | None = None  # build.json of a binary this benchmark built
 
     def check(self) -> None:
         self.binary = find_llama_server()
         if self.binary is None:
             raise Unavailable("no llama-server: set LLAMA_SERVER_BIN, or run once with --build-llama-server")
+        if self.binary.parent.resolve() == LLAMA_SERVER_DIR.resolve():
+            self.build = build_record(LLAMA_SERVER_DIR)
+            want = portable_cmake_args()
+            if (self.build or {}).get("isa_cmake_args") != want:
+                raise Unavailable(
+                    f"{LLAMA_SERVER_DIR} was not built with the engine's flags ({' '.join(want)}): "
+                    "run once with --build-llama-server"
+                )
+        self.check_executable()
+
+    def expected_lib_dir(self) -> Path | None:
+        shared = self.build is not None and self.build.get("shared_libs")
+        return self.binary.parent if shared and self.binary else None
+
+    def check_executable(self) -> None:
+        assert self.binary is not None
         if not os.access(self.binary, os.X_OK):
             raise Unavailable(f"{self.binary} is not executable")
 
@@ -340,25 +366,32 @@ class LlamaServerContender(Contender):
         ]  # fmt: skip
         # A shared-library build keeps its libggml*.so beside the binary.
         lib_path = os.pathsep.join(p for p in (str(self.binary.parent), os.environ.get("LD_LIBRARY_PATH")) if p)
-        self.info = {"binary": str(self.binary), "argv": argv[1:], "version": llama_server_version(self.binary)}
-        self.proc = spawn("llama-server", argv, s.workdir, env={"LD_LIBRARY_PATH": lib_path})
+        self.info = {
+            "binary": str(self.binary), "argv": argv[1:], "version": llama_server_version(self.binary),
+            "build": self.build or "not built by bench/engine.py: flags unknown",
+        }  # fmt: skip
+        self.proc = spawn(self.name, argv, s.workdir, env={"LD_LIBRARY_PATH": lib_path})
         wait_http_ok(f"http://127.0.0.1:{port}/health", self.proc, START_TIMEOUT_S)
         self.target = Target(f"http://127.0.0.1:{port}/v1/chat/completions", self.MODEL, {}, {"ignore_eos": True})
         return self.target
 
 
-def llama_server_version(binary: Path) -> str | None:
-    env = {**os.environ, "LD_LIBRARY_PATH": str(binary.parent)}
-    try:
-        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30, env=env)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    text = (out.stdout + out.stderr).strip().splitlines()
-    return next((line for line in text if line.startswith("version")), text[0] if text else None)
+class NativeLlamaServerContender(LlamaServerContender):
+    """llama-server as the engine was built before issue 8: -march=native, from .cache/llama-native/."""
+
+    def check(self) -> None:
+        self.binary = NATIVE_DIR / "llama-server"
+        self.build = build_record(NATIVE_DIR)
+        if not self.binary.exists() or self.build is None:
+            raise Unavailable(f"no native baseline in {NATIVE_DIR}: run once with --native-baseline")
+        self.check_executable()
 
 
 CONTENDERS: dict[str, type[Contender]] = {
     "slipstream": SlipstreamContender,
     "llama-cpp-python": LlamaCppPythonContender,
     "llama-server": LlamaServerContender,
+    "slipstream-native": NativeSlipstreamContender,
+    "llama-server-native": NativeLlamaServerContender,
 }
+NATIVE_CONTENDERS = ("slipstream-native", "llama-server-native")  # added by --native-baseline
