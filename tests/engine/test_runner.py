@@ -515,3 +515,12 @@ def test_unknown_model_detail_is_404(runner: Runner) -> None:
     with pytest.raises(urllib.error.HTTPError) as exc:
         get_json(runner.base + "/v1/models/gpt-9")
     assert exc.value.code == 404 and json.loads(exc.value.read())["error"]["code"] == "model_not_found"
+
+
+def test_the_runner_maps_one_copy_of_each_llama_cpp_library(runner: Runner) -> None:
+    """The threadpool must come from the ggml that computes, not a second copy beside it."""
+    maps = Path(f"/proc/{runner.proc.pid}/maps").read_text().splitlines()
+    libs = sorted({line.split()[-1] for line in maps if "/libggml" in line or "/libllama" in line})
+    stems = [Path(lib).name.split(".so")[0] for lib in libs]
+    assert len(stems) == len(set(stems)), libs
+    assert {"libllama", "libggml-base", "libggml-cpu"} <= set(stems)

@@ -9,7 +9,6 @@ functions, so they are declared here from ``ggml.h`` / ``ggml-cpu.h`` / ``llama.
 from __future__ import annotations
 
 import ctypes
-from pathlib import Path
 from typing import Any
 
 import llama_cpp as lc
@@ -28,15 +27,23 @@ class _ThreadpoolParams(ctypes.Structure):
     ]
 
 
-def _lib(name: str) -> ctypes.CDLL:
-    return ctypes.CDLL(str(Path(lc.__file__).parent / "lib" / name))
+def _llama_library() -> ctypes.CDLL:
+    """libllama exactly as llama_cpp loaded it, with its own function cache.
+
+    Symbols are looked up through libllama's handle, so ggml's come from the libggml copies
+    libllama itself links. Opening ``llama_cpp/lib/libggml-cpu.so`` by path instead mapped a
+    second copy of ggml beside the one that computes (the wheel ships ``.so`` and ``.so.0`` as
+    separate files), and ignored ``LLAMA_CPP_LIB_PATH``, mixing two builds in one runner.
+    """
+    loaded = lc.llama_cpp._lib
+    return ctypes.CDLL(loaded._name, handle=loaded._handle)
 
 
 class Threadpool:
     """Owns one ggml threadpool attached to a llama context (for single and batched decoding)."""
 
     def __init__(self, ctx: Any, n_threads: int) -> None:
-        base, cpu, llama = _lib("libggml-base.so"), _lib("libggml-cpu.so"), _lib("libllama.so")
+        base = cpu = llama = _llama_library()
         base.ggml_threadpool_params_init.argtypes = [ctypes.POINTER(_ThreadpoolParams), ctypes.c_int]
         base.ggml_threadpool_params_init.restype = None
         cpu.ggml_threadpool_new.argtypes = [ctypes.POINTER(_ThreadpoolParams)]
