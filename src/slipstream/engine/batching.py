@@ -6,14 +6,22 @@ most ``prefill_chunk`` tokens per step, so a long prompt joining never stalls ru
 for more than one short chunk; with nothing generating, a step takes up to ``batch_size``. After the step each
 sequence that produced logits samples its next token through its own C sampler chain.
 Events for the HTTP loop are handed over once per step.
+
+A failure in a step, or in handing its events over (``deliver`` also renders and writes direct
+streams), fails the requests it touched and the thread carries on. If the thread dies anyway,
+the runner exits with ``ENGINE_DIED_EXIT`` rather than stay up as a server whose requests no
+thread will ever run, so the supervisor sees it and starts a new one.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 from slipstream.engine.jobs import ChoiceDelta, Event, Job, JobDone, JobFailed, SeqState, Sequence
 from slipstream.engine.llama_backend import LlamaModel, TokenBatch
@@ -23,13 +31,28 @@ from slipstream.engine.slots import Admission, SlotTable
 log = logging.getLogger("slipstream.engine")
 
 Deliver = Callable[[list[tuple[Job, list[Event]]]], None]
+T = TypeVar("T")
+ENGINE_DIED_EXIT = 4  # the runner's exit status when its engine thread died
+
+
+def exit_runner(exc: BaseException) -> None:
+    """The default ``on_death``: end the whole process at once (no clean-up can be trusted now)."""
+    os._exit(ENGINE_DIED_EXIT)
 
 
 class Engine:
     def __init__(
-        self, model: LlamaModel, *, parallel: int, queue_size: int, deliver: Deliver, prefill_chunk: int = 64
+        self,
+        model: LlamaModel,
+        *,
+        parallel: int,
+        queue_size: int,
+        deliver: Deliver,
+        prefill_chunk: int = 64,
+        on_death: Callable[[BaseException], None] = exit_runner,
     ) -> None:
         self.model = model
+        self._on_death = on_death
         self.prefill_chunk = prefill_chunk
         self.admission = Admission(parallel, queue_size)
         self.slots = SlotTable(parallel)
@@ -39,6 +62,8 @@ class Engine:
         self._outbox: dict[Job, list[Event]] = {}
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="slipstream-engine", daemon=True)
+        self._first: Callable[[], object] | None = None
+        self._started: Future[Any] = Future()
         self.tokens_generated = 0
         self.admitted_jobs = 0
         self.queue_wait_s = 0.0  # summed over admitted jobs: submit → slot
@@ -48,8 +73,18 @@ class Engine:
 
     # --- called from the HTTP thread ----------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, first: Callable[[], T] | None = None) -> Future[T | None]:
+        """Start the engine thread; ``first`` (the self-check) runs on it before the loop.
+
+        llama.cpp's compute threads belong to the thread that calls it: a first decode on any
+        other thread left every later step of this one about 40 % slower (measured: 104 → 55
+        tok/s at one stream). So the thread that will serve is the one that proves the engine.
+        The future holds ``first``'s result, or its exception (the loop then never starts).
+        """
+        started: Future[T | None] = Future()
+        self._first, self._started = first, started
         self._thread.start()
+        return started
 
     def submit(self, job: Job) -> None:
         """Queue a job or raise the 429 ``RateLimited`` when slots and queue are full."""
@@ -65,10 +100,10 @@ class Engine:
         self._thread.join(timeout=10)
 
     def run_inline(self, job: Job) -> list[Event]:
-        """Before ``start``: run one job to its end on this thread, through the same admission,
-        prefill, decode and sampling code as every request, and return its events (the self-check)."""
-        if self._thread.is_alive():
-            raise RuntimeError("run_inline is only for before the engine thread starts")
+        """As ``start``'s ``first``: run one job to its end before the loop, through the same
+        admission, prefill, decode and sampling code as every request, and return its events."""
+        if threading.current_thread() is not self._thread:
+            raise RuntimeError("run_inline runs on the engine thread, before its loop")
         self.submit(job)
         for ready in self.admission.take_ready():
             self._admit(ready)
@@ -77,7 +112,7 @@ class Engine:
         return self._outbox.pop(job, [])
 
     def forget(self) -> None:
-        """Before ``start``: drop every slot's KV and cached tokens and zero the counters, as if
+        """After ``run_inline``: drop every slot's KV and cached tokens and zero the counters, as if
         nothing had run (so the self-check neither seeds the prompt cache nor shows in /status)."""
         for slot in self.slots.slots:
             self.model.seq_clear(slot.seq_id)
@@ -99,6 +134,19 @@ class Engine:
     # --- engine thread --------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            result = self._first() if self._first is not None else None
+        except BaseException as exc:  # noqa: BLE001 - handed to the runner, which reports it and exits
+            self._started.set_exception(exc)
+            return
+        self._started.set_result(result)
+        try:
+            self._loop()
+        except BaseException as exc:
+            log.critical("the engine thread died; ending the runner so that it is restarted", exc_info=True)
+            self._on_death(exc)
+
+    def _loop(self) -> None:
         while not self._stop:
             try:
                 for job in self.admission.take_ready():
@@ -312,4 +360,21 @@ class Engine:
         if self._outbox:
             items = list(self._outbox.items())
             self._outbox = {}
-            self._deliver(items)
+            try:
+                self._deliver(items)
+            except Exception:
+                log.exception("handing a step's output over failed; failing its requests")
+                self._fail_undelivered([job for job, _ in items])
+
+    def _fail_undelivered(self, jobs: list[Job]) -> None:
+        """None of a failed hand-over reached the loop: each of its requests ends with an error
+        event (which needs no rendering), whether or not it was still running."""
+        message = "internal error delivering the model's output"
+        for job in jobs:
+            if job.finished:
+                self._outbox.setdefault(job, []).append(JobFailed(message))
+            else:
+                self._fail_job(job, message)
+        items = list(self._outbox.items())
+        self._outbox = {}
+        self._deliver(items)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -127,14 +128,15 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
     state = RunnerState(args.model_id, model, engine, renderer, args.n_ctx, args.parallel, os.getpid())
     try:
         fault = self_check.fault_from_env()
-        check = await loop.run_in_executor(None, self_check.run, engine, args.n_ctx, fault)
+        started = engine.start(first=functools.partial(self_check.run, engine, args.n_ctx, fault))
+        check = await asyncio.wrap_future(started)
     except self_check.SelfCheckFailed as exc:
         print(f"slipstream runner: engine self-check failed for {args.model}: {exc}", file=sys.stderr, flush=True)
         model.close()
         return 3
+    assert check is not None
     log.info("engine self-check passed: %d prompt tokens in one batch, %d generated, %.1f ms",
              check.prompt_tokens, check.generated, check.seconds * 1000)  # fmt: skip
-    engine.start()
     runner = web.AppRunner(create_app(state), handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     await web.SockSite(runner, sock).start()

@@ -5,8 +5,8 @@ from ``-march=native`` segfault on some CPUs). Caught at the first request, that
 connection and a bare 503; caught here, the runner dies before READY and the supervisor reports
 why (``exit_cause.py``) and backs off. So the runner prefills one short prompt in a single batch
 and decodes three tokens through the same engine code as a request (``Engine.run_inline``: the
-same admission, batch, decode and C sampler chain), then forgets it: no slot keeps its KV and
-no counter shows it. On the default model it costs a few tens of milliseconds.
+same admission, batch, decode and C sampler chain, on the engine thread itself), then forgets
+it: no slot keeps its KV and no counter shows it. On the default model it costs a few tens of milliseconds.
 
 Test-only fault switch, read from the environment (which the gateway passes to its runners):
 ``SLIPSTREAM_TEST_RUNNER_SELF_CHECK_FAULT``
@@ -77,7 +77,7 @@ def _crash_on_decode(model: LlamaModel) -> None:
 
 
 def run(engine: Engine, n_ctx: int, fault: str | None = None) -> SelfCheckResult:
-    """Blocking (call it off the event loop), before ``engine.start()``; raises ``SelfCheckFailed``."""
+    """On the engine thread before its loop (``engine.start(first=...)``); raises ``SelfCheckFailed``."""
     from slipstream.engine.jobs import ChoiceDelta, Job, JobDone, JobFailed
     from slipstream.engine.sampling import SamplingParams, SeqSampler
 
