@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from slipstream.engine.exit_cause import AMX_HINT, DOCTOR_HINT, cpu_has_amx
+from slipstream.cpu import cpu_has_amx
+from slipstream.engine.exit_cause import AMX_HINT, DOCTOR_HINT
 from slipstream.engine.self_check import FAULT_ENV
 from tests.support.http import Reply, post_json, request
 from tests.support.server import LiveServer, run_server

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slipstream.diagnostics.cpu import CpuInfo, parse_cpuinfo
+from slipstream.cpu import CpuInfo, parse_cpuinfo
 from slipstream.diagnostics.engine import EngineFacts, check_engine, parse_system_info
 from slipstream.diagnostics.report import Check, Report, Status
 

@@ -6,9 +6,8 @@ import asyncio
 import io
 from pathlib import Path
 
+from slipstream.cpu import cpu_has_amx, read_cpu
 from slipstream.engine.exit_cause import (
-    cpu_flags,
-    cpu_has_amx,
     describe_exit,
     describe_serving_exit,
     describe_start_failure,
@@ -85,7 +84,8 @@ def test_amx_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
     assert cpu_has_amx(amx) is True
     assert cpu_has_amx(plain) is False
     assert cpu_has_amx(tmp_path / "missing") is False
-    assert cpu_flags(plain) == frozenset({"fpu", "sse", "avx2", "avx512f"})
+    cpu = read_cpu(plain)
+    assert cpu is not None and cpu.flags == frozenset({"fpu", "sse", "avx2", "avx512f"})
 
 
 async def test_stderr_is_forwarded_whole_and_its_tail_kept() -> None:

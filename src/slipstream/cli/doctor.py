@@ -40,7 +40,8 @@ def _settings(config: Path | None, data_dir: Path | None) -> tuple[Settings, Che
 
 async def _gather(config: Path | None, data_dir: Path | None, skip_inference: bool) -> Report:
     from slipstream.catalog import builtin_models
-    from slipstream.diagnostics.cpu import check_cpu, read_cpu
+    from slipstream.cpu import read_cpu
+    from slipstream.diagnostics.cpu import check_cpu
     from slipstream.diagnostics.engine import check_engine, check_versions, probe_engine
     from slipstream.diagnostics.models import check_models
     from slipstream.diagnostics.smoke import smoke_inference

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
-from slipstream.diagnostics.cpu import CpuInfo
+from slipstream.cpu import CpuInfo
 from slipstream.diagnostics.report import Check, Status
 from slipstream.engine.exit_cause import describe_exit, signal_label
 

@@ -8,13 +8,11 @@ how to rebuild. Anything else points at ``slipstream doctor``.
 
 from __future__ import annotations
 
-import functools
 import signal
 from collections.abc import Sequence
-from pathlib import Path
 
-AMX_FLAGS = frozenset({"amx_tile", "amx_int8", "amx_bf16"})
-CPUINFO = Path("/proc/cpuinfo")
+from slipstream.cpu import cpu_has_amx
+
 # signals a broken build or a bad kernel raises; SIGKILL/SIGTERM come from outside (OOM killer, operator)
 CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGILL, signal.SIGBUS, signal.SIGFPE, signal.SIGABRT})
 DOCTOR_HINT = "run `slipstream doctor` to check the engine build"
@@ -30,24 +28,6 @@ def signal_label(returncode: int) -> str | None:
         return f"{signal.Signals(number).name} (signal {number})"
     except ValueError:
         return f"signal {number}"
-
-
-def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
-    """The CPU feature flags the kernel reports (empty where there is no /proc/cpuinfo)."""
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
-
-
-@functools.cache
-def cpu_has_amx(cpuinfo: Path = CPUINFO) -> bool:
-    return bool(cpu_flags(cpuinfo) & AMX_FLAGS)
 
 
 def _crash_hint(amx: bool) -> str:
