@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from slipstream.engine.errors import invalid
+from slipstream.engine.grammar_limits import check_gbnf
 from slipstream.engine.params import ChatRequest, Tool
 from slipstream.engine.prompt import TOOL_CLOSE, TOOL_OPEN
 from slipstream.engine.schema_support import enforceable
@@ -25,16 +26,22 @@ _CALL_RULE = "slipstream-call"
 def schema_grammar(
     schema: dict[str, Any], *, prop_order: list[str] | None = None, param: str = "response_format.json_schema.schema"
 ) -> str:
-    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+    """The grammar for ``schema``, already measured (``grammar_limits.py``) so llama.cpp accepts it.
+
+    ``schema`` has passed ``schema_limits.check_schema_limits`` (in ``params.py``)."""
+    from llama_cpp.llama_grammar import JSON_GBNF
+
+    from slipstream.engine.gbnf_converter import json_schema_to_gbnf
 
     if not schema or schema == {"type": "object"}:
-        return JSON_GBNF
+        return str(JSON_GBNF)
     schema = enforceable(schema, param)
     try:
-        gbnf = json_schema_to_gbnf(json.dumps(schema), prop_order=prop_order)
+        gbnf = json_schema_to_gbnf(schema, prop_order=prop_order)
     except Exception as exc:  # the converter raises bare exceptions for schemas it cannot express
-        raise invalid("response_format", f"unsupported JSON schema: {exc}") from exc
-    return str(gbnf).replace(_LOOSE_CHAR, _STRICT_CHAR)
+        raise invalid(param, f"unsupported JSON schema: {exc}") from exc
+    check_gbnf(gbnf, param)
+    return gbnf.replace(_LOOSE_CHAR, _STRICT_CHAR)
 
 
 def tool_call_schema(tools: list[Tool]) -> dict[str, Any]:

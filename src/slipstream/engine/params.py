@@ -13,6 +13,7 @@ from typing import Any
 
 from slipstream.engine.errors import invalid, unsupported
 from slipstream.engine.sampling import SamplingParams
+from slipstream.engine.schema_limits import check_schema_limits
 from slipstream.errors import ContextLengthExceeded
 
 HARMLESS = frozenset(
@@ -28,6 +29,7 @@ KNOWN = frozenset(
 )  # fmt: skip
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_TOOLS = 128  # as OpenAI; each tool's schema adds to the one grammar of a tool call
 
 
 @dataclass(frozen=True)
@@ -262,6 +264,7 @@ def _parse_response_format(fmt: Any, req: ChatRequest) -> None:
     schema = spec.get("schema", {"type": "object"})
     if not isinstance(schema, dict):
         raise invalid("response_format.json_schema.schema", "'schema' must be a JSON Schema object")
+    check_schema_limits(schema, "response_format.json_schema.schema")
     req.json_schema = schema
 
 
@@ -270,6 +273,8 @@ def _parse_tools(body: dict[str, Any], req: ChatRequest) -> None:
     if tools is not None:
         if not isinstance(tools, list):
             raise invalid("tools", "'tools' must be an array", "invalid_type")
+        if len(tools) > MAX_TOOLS:
+            raise invalid("tools", f"'tools' may hold at most {MAX_TOOLS} functions, got {len(tools)}")
         for i, tool in enumerate(tools):
             req.tools.append(_tool(i, tool))
     if choice is None:
@@ -299,6 +304,7 @@ def _tool(i: int, tool: Any) -> Tool:
     params = fn.get("parameters", {"type": "object", "properties": {}})
     if not isinstance(params, dict):
         raise invalid(f"{where}.function.parameters", "'parameters' must be a JSON Schema object")
+    check_schema_limits(params, f"{where}.function.parameters")
     desc = fn.get("description", "")
     if not isinstance(desc, str):
         raise invalid(f"{where}.function.description", "'description' must be a string", "invalid_type")

@@ -110,20 +110,20 @@ def _fill_chain(chain: Any, model: LlamaModel, p: SamplingParams, choice: int, w
     add(chain, lc.llama_sampler_init_dist((p.seed + choice) & 0xFFFFFFFF))
 
 
-def _grammar_sampler(model: LlamaModel, grammar: str, trigger: str | None) -> Any:
+def _grammar_sampler(model: LlamaModel, grammar: str, trigger: str | None, param: str = "response_format") -> Any:
     if trigger is None:
         smpl = lc.llama_sampler_init_grammar(model.vocab, grammar.encode(), b"root")
     else:
         patterns = (ctypes.c_char_p * 1)(trigger.encode())
         smpl = lc.llama_sampler_init_grammar_lazy_patterns(model.vocab, grammar.encode(), b"root", patterns, 1, None, 0)
-    if not smpl:
-        raise invalid("response_format", "the JSON schema could not be compiled into a grammar")
+    if not smpl:  # llama.cpp refused it (grammar_limits.py should have first): a 400, never a NULL in a chain
+        raise invalid(param, "the JSON schema could not be compiled into a grammar")
     return smpl
 
 
-def check_grammar(model: LlamaModel, grammar: str) -> None:
+def check_grammar(model: LlamaModel, grammar: str, param: str = "response_format") -> None:
     """Compile a grammar once on the request thread so a bad schema is a 400, not a stream error."""
-    lc.llama_sampler_free(_grammar_sampler(model, grammar, None))
+    lc.llama_sampler_free(_grammar_sampler(model, grammar, None, param))
 
 
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])

@@ -47,7 +47,7 @@ class RunnerState:
             raise context_error(len(prompt), req.max_tokens, self.n_ctx)
         grammar, trigger = request_grammar(req)
         if grammar is not None:
-            check_grammar(self.model, grammar)
+            check_grammar(self.model, grammar, "tools" if req.tool_choice != "none" else "response_format")
         params = req.sampling
         banned = self.eog_tokens() if req.ignore_eos else ()
         if grammar is not None or banned:
