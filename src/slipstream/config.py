@@ -54,6 +54,39 @@ class LedgerSettings(BaseModel):
     )
 
 
+class HttpSettings(BaseModel):
+    """What one client connection may cost: bounds on its headers, its timing and the connection count.
+
+    Every client is untrusted until its key is checked, which happens only after the headers
+    (and for most routes the body) have arrived; these limits apply before that.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_header_bytes: int = Field(
+        default=32 * 1024, ge=1024, description="request line plus headers; beyond it: 431 and the connection closes"
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="from a new connection, or a request's first byte, until its headers are complete; "
+        "then 408 (a connection that sent nothing is closed without an answer)",
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="from the end of the headers until the whole body has arrived; then 408"
+    )
+    keep_alive_timeout_s: float = Field(default=15.0, gt=0, description="an idle connection between requests")
+    max_concurrency: int = Field(
+        default=1000, ge=1, description="open client connections; a request beyond them gets 503 and Retry-After"
+    )
+    write_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a response the client takes no byte of for this long is abandoned: the connection is "
+        "reset, a stream is cancelled and billed for what was generated",
+    )
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -72,6 +105,7 @@ class Settings(BaseModel):
     models: list[ModelEntry] = Field(default_factory=list)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
 
     @property
     def resolved_database_url(self) -> str:

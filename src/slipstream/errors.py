@@ -11,12 +11,15 @@ into ``{"error": {"message", "type", "param", "code"}}`` with the right status.
     ├── NotFound                404 invalid_request_error   not_found
     │   └── ModelNotFound       404                         model_not_found
     ├── MethodNotAllowed        405 invalid_request_error   method_not_allowed
+    ├── RequestTimeout          408 invalid_request_error   request_timeout
     ├── Conflict                409 invalid_request_error   conflict
     ├── RequestTooLarge         413 invalid_request_error   request_too_large
     ├── RateLimited             429 rate_limit_error        rate_limit_exceeded  (Retry-After)
     ├── QuotaExceeded           429 insufficient_quota      insufficient_quota
+    ├── HeadersTooLarge         431 invalid_request_error   request_header_fields_too_large
     ├── UpstreamError           502 server_error            upstream_error
     ├── ModelUnavailable        503 server_error            model_unavailable    (Retry-After)
+    ├── TooManyConnections      503 server_error            server_overloaded    (Retry-After)
     └── LedgerUnavailable       503 server_error            server_overloaded    (Retry-After)
 """
 
@@ -92,6 +95,14 @@ class MethodNotAllowed(SlipstreamError):
     default_code = "method_not_allowed"
 
 
+class RequestTimeout(SlipstreamError):
+    """The request's headers or body did not arrive in time (``http.header_timeout_s``, ``body_timeout_s``)."""
+
+    status = 408
+    type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
 class Conflict(SlipstreamError):
     status = 409
     type = "invalid_request_error"
@@ -102,6 +113,14 @@ class RequestTooLarge(SlipstreamError):
     status = 413
     type = "invalid_request_error"
     default_code = "request_too_large"
+
+
+class HeadersTooLarge(SlipstreamError):
+    """The request line and headers exceed ``http.max_header_bytes``."""
+
+    status = 431
+    type = "invalid_request_error"
+    default_code = "request_header_fields_too_large"
 
 
 class RateLimited(SlipstreamError):
@@ -124,6 +143,13 @@ class UpstreamError(SlipstreamError):
 class ModelUnavailable(SlipstreamError):
     status = 503
     default_code = "model_unavailable"
+
+
+class TooManyConnections(SlipstreamError):
+    """The gateway holds ``http.max_concurrency`` connections already."""
+
+    status = 503
+    default_code = "server_overloaded"
 
 
 class LedgerUnavailable(SlipstreamError):

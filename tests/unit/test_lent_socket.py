@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 
@@ -74,5 +75,42 @@ async def test_close_fails_a_pending_flush() -> None:
     out.close()
     with pytest.raises(ClientGone):
         await asyncio.wait_for(flushing, 1)
+    ours.close()
+    client.close()
+
+
+async def test_a_client_that_reads_nothing_for_the_write_timeout_is_given_up() -> None:
+    ours, client = pair()
+    out = LentSocket(asyncio.get_running_loop(), os.dup(ours.fileno()), write_timeout_s=0.3)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ClientGone, match="read nothing"):
+        async with asyncio.timeout(5):
+            for _ in range(200):  # 600 KB: beyond the 256 KB the writer buffers before it waits
+                await out.write(b"z" * 3000)
+            await out.flush()
+    assert asyncio.get_running_loop().time() - started >= 0.3
+    out.close()
+    ours.close()
+    client.close()
+
+
+async def test_a_slow_reader_that_keeps_taking_bytes_is_not_given_up() -> None:
+    ours, client = pair()
+    out = LentSocket(asyncio.get_running_loop(), os.dup(ours.fileno()), write_timeout_s=0.3)
+    events = [b"w" * 3000 for _ in range(20)]
+    for ev in events:
+        await out.write(ev)
+    expected = sum(len(b"%x\r\n%b\r\n" % (len(ev), ev)) for ev in events)
+    client.setblocking(False)
+    got = 0
+    for _ in range(400):  # 4 KB every 0.1 s: slower than the timeout would allow in one go
+        if got >= expected:
+            break
+        await asyncio.sleep(0.1)
+        with contextlib.suppress(BlockingIOError):
+            got += len(client.recv(4096))
+    await asyncio.wait_for(out.flush(), 5)
+    assert out.idle()
+    out.close()
     ours.close()
     client.close()

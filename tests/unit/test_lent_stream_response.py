@@ -15,10 +15,12 @@ class ScriptedRunner:
     def __init__(self, reports: list[dict[str, Any] | None]) -> None:
         self.reports = list(reports)
         self.lent: list[int] = []
+        self.write_timeouts: list[float] = []
         self.closed = False
 
-    def lend(self, fd: int) -> None:
+    def lend(self, fd: int, write_timeout_s: float) -> None:
         self.lent.append(fd)
+        self.write_timeouts.append(write_timeout_s)
 
     async def next_report(self) -> dict[str, Any] | None:
         report = self.reports.pop(0) if self.reports else None
@@ -36,6 +38,13 @@ class ScriptedRunner:
 class Transport:
     def __init__(self) -> None:
         self.closed = False
+        self.reset = False
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+    def abort(self) -> None:
+        self.closed = self.reset = True
 
     def get_write_buffer_size(self) -> int:
         return 0
@@ -77,7 +86,9 @@ class Meter:
     fail = UsageMeter.fail  # the real mapping from an exception to the row's status
 
 
-async def play(reports: list[dict[str, Any] | None]) -> tuple[list[dict[str, Any]], Transport, Meter, ScriptedRunner]:
+async def play(
+    reports: list[dict[str, Any] | None], scope: dict[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], Transport, Meter, ScriptedRunner]:
     sent: list[dict[str, Any]] = []
     runner, transport, meter = ScriptedRunner(reports), Transport(), Meter(sent)
 
@@ -89,7 +100,7 @@ async def play(reports: list[dict[str, Any] | None]) -> tuple[list[dict[str, Any
         raise AssertionError
 
     response = LentStreamResponse(runner, cast(Any, transport), 7, cast(UsageMeter, meter))
-    await asyncio.wait_for(response({"type": "http"}, receive, send), 5)  # type: ignore[arg-type]
+    await asyncio.wait_for(response(scope or {"type": "http"}, receive, send), 5)
     return sent, transport, meter, runner
 
 
@@ -125,3 +136,14 @@ async def test_an_unreadable_report_counts_as_a_runner_that_died() -> None:
     sent, _, meter, runner = await play([{"usage": USAGE}, {"garbled": True}])
     assert b'"code":"upstream_error"' in sent[-1]["body"] and sent[-1]["more_body"] is False
     assert meter.finished == ("error", 502, "upstream_error") and runner.closed
+
+
+async def test_a_runner_that_gave_up_on_a_stalled_client_gets_the_connection_reset() -> None:
+    """The runner reports ``cancelled`` when the client read nothing for the write timeout: the
+    row is a cancellation with the usage so far, and the connection is reset, not left open."""
+    scope = {"type": "http", "extensions": {"slipstream.limits": {"write_timeout_s": 1.5}}}
+    sent, transport, meter, runner = await play([{"usage": USAGE}, {"done": "cancelled", "usage": USAGE}], scope)
+    assert runner.write_timeouts == [1.5]  # the runner is told the connection's limit
+    assert [m["type"] for m in sent] == ["http.response.start"]
+    assert meter.finished == ("cancelled", 499, "client_disconnected") and meter.usage == USAGE
+    assert transport.reset and runner.closed

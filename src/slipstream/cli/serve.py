@@ -74,7 +74,7 @@ class DrainingServer(uvicorn.Server):
 
 async def run_server(settings: Settings) -> None:
     from slipstream.http.app import create_app
-    from slipstream.http.lending import TransportExposingProtocol
+    from slipstream.http.connection_limits import limited_protocol
     from slipstream.services import Services
 
     sock = _bind(settings.host, settings.port)
@@ -85,7 +85,8 @@ async def run_server(settings: Settings) -> None:
         app = create_app(services)
         config = uvicorn.Config(
             app,
-            http=TransportExposingProtocol,
+            http=limited_protocol(settings.http),  # header, body, write and concurrency limits
+            timeout_keep_alive=settings.http.keep_alive_timeout_s,  # type: ignore[arg-type]
             loop="none",
             lifespan="off",
             access_log=False,

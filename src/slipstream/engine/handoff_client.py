@@ -57,9 +57,9 @@ class HandoffConnection:
         if not report.get("ready"):
             raise SlipstreamError(f"The model runner failed: {report.get('message')}")
 
-    def lend(self, fd: int) -> None:
+    def lend(self, fd: int, write_timeout_s: float) -> None:
         try:
-            lend_socket(self._sock, fd)
+            lend_socket(self._sock, fd, write_timeout_s)
         except OSError as exc:
             raise UpstreamError(f"The model backend could not take the stream: {exc!r}") from exc
 

@@ -111,12 +111,12 @@ class _Handoff:
                 await self._send({"done": "error", "usage": self._usage(job), "message": failed.message})
                 return
             await self._send({"ready": True})
-            fd = await receive_socket(self._loop, self._conn)
-            if fd is None:
+            lent = await receive_socket(self._loop, self._conn)
+            if lent is None:
                 return
             self._state.lent_streams += 1
             self._job = job
-            await self._stream(job, fd, first)
+            await self._stream(job, *lent, first)
         finally:
             if job.direct is not None:
                 job.direct.close()
@@ -170,9 +170,9 @@ class _Handoff:
         if self._job is not None:
             self._reports.send({"blocked": blocked})
 
-    async def _stream(self, job: Job, fd: int, first: list[Any]) -> None:
+    async def _stream(self, job: Job, fd: int, write_timeout_s: float, first: list[Any]) -> None:
         assert self._shape is not None and job.direct is not None
-        out = LentSocket(self._loop, fd, self._on_blocked)
+        out = LentSocket(self._loop, fd, self._on_blocked, write_timeout_s)
         job.direct.attach(os.dup(fd))
         clock = OutputClock(self._on_tokens)
         pumping = asyncio.ensure_future(pump(self._state, job, self._shape, out, job.direct, clock, first))
@@ -185,8 +185,8 @@ class _Handoff:
                 status, note = ("ok", None) if isinstance(end, JobDone) else ("error", end.message)
                 job.direct.close()  # no engine write may follow the last chunk
                 await out.flush()
-        except ClientGone:
-            status, note = "cancelled", None
+        except ClientGone as exc:  # it left, or stopped reading for the write timeout (a slot is not its to keep)
+            status, note = "cancelled", str(exc)
         except Exception as exc:
             log.exception("hand-off stream failed")
             status, note = "error", f"internal error: {type(exc).__name__}"

@@ -12,10 +12,12 @@ response. One connection carries one request:
    then, once the first output exists, ``{"ready": true}``, or ``{"done": "error", "message"}``
    (so a failure before any output still gets its HTTP status, as on the relay);
 3. gateway → runner: one byte, ``b"G"``, carrying the client's socket once the head is out
-   (closing instead means the client left);
+   (closing instead means the client left), then the write timeout in seconds as an 8-byte
+   big-endian double: the runner gives up on a client that takes no byte for that long;
 4. runner → gateway: lines ``{"usage"}`` while it streams, ``{"blocked": true|false}`` when a
    chunk is left half-written in a full socket and when it is whole again, then ``{"done": "ok" |
-   "error" | "cancelled", "usage", "first_at", "itl", "message"}`` once its last byte is written;
+   "error" | "cancelled", "usage", "first_at", "itl", "message"}`` once its last byte is written
+   (``cancelled``: the client left, or stopped reading for the write timeout);
 5. the gateway shuts its write side when the client leaves: the runner cancels the job and
    still reports ``done``.
 
@@ -36,6 +38,7 @@ import orjson
 GO = b"G"
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 _LENGTH = struct.Struct(">I")
+_TIMEOUT = struct.Struct(">d")
 
 
 def encode_request(message: dict[str, Any]) -> bytes:
@@ -89,8 +92,9 @@ async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> Non
         loop.remove_reader(fd)
 
 
-async def receive_socket(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> int | None:
-    """Step 3 on the runner: the lent descriptor, or None if the gateway closed instead."""
+async def receive_socket(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> tuple[int, float] | None:
+    """Step 3 on the runner: the lent descriptor and the write timeout, or None if the gateway
+    closed instead."""
     while True:
         try:
             data, fds, _flags, _addr = socket.recv_fds(sock, 1, 1)
@@ -98,15 +102,18 @@ async def receive_socket(loop: asyncio.AbstractEventLoop, sock: socket.socket) -
             await _readable(loop, sock)
             continue
         if data == GO and len(fds) == 1:
-            return fds[0]
+            timeout = await read_exact(loop, sock, _TIMEOUT.size)
+            if len(timeout) == _TIMEOUT.size:
+                return fds[0], _TIMEOUT.unpack(timeout)[0]
         for fd in fds:  # anything else is the gateway giving up: nothing may leak
             socket.close(fd)
         return None
 
 
-def lend_socket(sock: socket.socket, fd: int) -> None:
-    """Step 3 on the gateway. One byte on an idle socket: it cannot block."""
-    sock.sendmsg([GO], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+def lend_socket(sock: socket.socket, fd: int, write_timeout_s: float) -> None:
+    """Step 3 on the gateway. Nine bytes on an idle socket: it cannot block."""
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
+    sock.sendmsg([GO + _TIMEOUT.pack(write_timeout_s)], rights)
 
 
 class LineReader:

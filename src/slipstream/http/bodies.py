@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from slipstream.errors import InvalidRequest, RequestTooLarge
 
@@ -27,6 +27,15 @@ async def _drain(request: Request, already: int) -> None:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body; a client that leaves (or is cut off by ``http.body_timeout_s``) midway is a
+    client error, not a server failure: nobody will read the answer, and nothing is logged."""
+    try:
+        return await _read_body(request, limit)
+    except ClientDisconnect:
+        raise InvalidRequest("The request body did not arrive whole.", code="incomplete_body") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         if int(declared) <= DRAIN_LIMIT:

@@ -17,12 +17,12 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from slipstream.errors import SlipstreamError, UpstreamError
+from slipstream.http.lending import reset_connection, write_timeout
 from slipstream.http.sse import DONE, SSE_HEADERS, encode_event
 from slipstream.providers.base import LentStream
 from slipstream.serving.metering import UsageMeter
 
 log = logging.getLogger(__name__)
-FLUSH_TIMEOUT_S = 60.0  # a client that will not even take the head is treated as gone
 CANCEL_REPORT_S = 2.0  # how long a cancelled stream waits for the runner's final count
 
 
@@ -38,12 +38,14 @@ class LentStreamResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         meter = self._meter
+        write_timeout_s = write_timeout(scope)
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            if not await _head_flushed(self._transport):
+            if not await _head_flushed(self._transport, write_timeout_s):
                 meter.finish("cancelled", 499, "client_disconnected")
+                reset_connection(self._transport)
                 return
-            self._lent.lend(self._fd)
+            self._lent.lend(self._fd, write_timeout_s)
             await self._follow(receive, send)
         except BaseException as exc:
             await meter.settle_failure(exc)
@@ -80,8 +82,10 @@ class LentStreamResponse(Response):
         if outcome == "ok":
             await meter.settle("ok", 200)  # [DONE] only once the row is committed
             await _end(send, DONE)
-        elif outcome == "cancelled":  # the runner could no longer write: the client is gone
+        elif outcome == "cancelled":  # the runner could no longer write: the client left or stopped reading
             meter.finish("cancelled", 499, "client_disconnected")
+            reset_connection(self._transport)  # the response cannot be ended, and a stalled client is not waited for
+            await asyncio.sleep(0)  # let uvicorn see the connection go before the app returns
         else:
             log.warning("lent stream failed in the runner: %s", done.get("message"))
             failure = SlipstreamError("The server failed while streaming.")
@@ -104,10 +108,10 @@ class LentStreamResponse(Response):
                 return report
 
 
-async def _head_flushed(transport: asyncio.Transport) -> bool:
+async def _head_flushed(transport: asyncio.Transport, timeout_s: float) -> bool:
     """The runner must not write before the head is in the kernel, or the bytes would interleave."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + FLUSH_TIMEOUT_S
+    deadline = loop.time() + timeout_s
     while transport.get_write_buffer_size() > 0:
         if transport.is_closing() or loop.time() > deadline:
             return False
