@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -52,8 +53,10 @@ def _is_row_error(exc: BaseException) -> bool:
     asyncpg's data errors reach us as a plain ``DBAPIError``: their SQLSTATE class says which
     they are (22 data exception, 23 integrity constraint violation).
     """
-    if isinstance(exc, IntegrityError | DataError):
+    if isinstance(exc, IntegrityError | DataError | sqlite3.IntegrityError | sqlite3.DataError):
         return True
+    if isinstance(exc, sqlite3.Error):  # the bulk writer's own connection: locked, I/O, full disk …
+        return isinstance(exc, sqlite3.InterfaceError | sqlite3.ProgrammingError)
     if isinstance(exc, DBAPIError):
         state = getattr(exc.orig, "sqlstate", None)
         return isinstance(state, str) and state[:2] in ("22", "23")
@@ -113,6 +116,7 @@ class UsageRecorder:
     ) -> None:
         self._db = db
         self._insert = _idempotent_insert(db.dialect)
+        self._bulk = db.bulk_writer(usage, "request_id")  # SQLite file: one thread hop per commit
         self._durable = durable
         self._max_pending = max_pending
         self._commit_timeout = commit_timeout
@@ -251,8 +255,11 @@ class UsageRecorder:
 
     async def _write(self, batch: Iterable[UsageRecord]) -> None:
         rows = list({rec.request_id: bounded_row(rec) for rec in reversed(list(batch))}.values())
-        async with self._db.write() as conn:
-            await conn.execute(self._insert, rows)
+        if self._bulk is not None:
+            await self._bulk.insert(rows)
+        else:
+            async with self._db.write() as conn:
+                await conn.execute(self._insert, rows)
         self.written += len(rows)
         self.commits += 1
 
