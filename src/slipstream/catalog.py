@@ -63,6 +63,12 @@ class ModelEntry(BaseModel):
     upstream_model: str | None = None
     base_url: str | None = None
     api_key_env: str | None = Field(default=None, description="env var holding the upstream key")
+    forward_params: list[str] = Field(
+        default_factory=list,
+        description="openai_compatible: request parameters passed on beyond the OpenAI core, such as the "
+        "upstream's own top_k, or bookkeeping (store, service_tier, user, metadata, ...) that is otherwise "
+        "dropped and named in x-slipstream-dropped-params; any other unknown parameter is refused",
+    )
     gguf: str | None = Field(default=None, description=f"a path, or {BUILTIN_GGUF}")
     context_length: int = Field(default=8192, ge=256)
     parallel: int = Field(default=8, ge=1, le=64)

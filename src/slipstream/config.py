@@ -106,6 +106,12 @@ class Settings(BaseModel):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    metrics_require_admin: bool = Field(
+        default=False,
+        description="/metrics answers only with the admin token. Open (the default, for a Prometheus on a "
+        "private network), it shows every model id served, also those hidden from scoped keys, with "
+        "request and token counts, latencies, spend and runner memory; never keys, prompts or answers",
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -124,6 +130,7 @@ _ENV_FIELDS = {
     "public_url": "SLIPSTREAM_PUBLIC_URL",
     "max_body_bytes": "SLIPSTREAM_MAX_BODY_BYTES",
     "log_level": "SLIPSTREAM_LOG_LEVEL",
+    "metrics_require_admin": "SLIPSTREAM_METRICS_REQUIRE_ADMIN",
 }
 _ENV_NESTED = {("ledger", "durability"): "SLIPSTREAM_LEDGER_DURABILITY"}
 

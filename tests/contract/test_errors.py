@@ -91,10 +91,17 @@ def test_admin_token_is_refused_on_the_data_plane(chat_url: str, live_server: Li
     assert_error(post_json(chat_url, GOOD, live_server.admin_token), 401, "invalid_api_key")
 
 
-def test_model_outside_key_scope_is_403(chat_url: str, live_server: LiveServer) -> None:
+def test_model_outside_key_scope_is_404_like_an_unknown_one(chat_url: str, live_server: LiveServer) -> None:
+    """No existence oracle: a scoped key cannot tell a hidden model from one that does not exist."""
     _, scoped = live_server.create_key("scoped", models=["fake-echo"])
     assert post_json(chat_url, GOOD, scoped).status == 200
-    assert_error(post_json(chat_url, {**GOOD, "model": LOCAL}, scoped), 403, "model_not_allowed", "model")
+    hidden = post_json(chat_url, {**GOOD, "model": LOCAL}, scoped)
+    absent = post_json(chat_url, {**GOOD, "model": "no-such-model"}, scoped)
+    assert_error(hidden, 404, "model_not_found", "model")
+    assert_error(absent, 404, "model_not_found", "model")
+    assert hidden.body["error"]["message"].replace(LOCAL, "M") == absent.body["error"]["message"].replace(
+        "no-such-model", "M"
+    )
 
 
 def test_unknown_routes_and_methods_use_the_envelope(live_server: LiveServer, model_key: str) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from slipstream.cli.serve import ADMIN_TOKEN_LINE, URL_LINE
 from tests.support.http import request
@@ -85,13 +85,19 @@ def _pump(stream: Any, sink: list[str]) -> None:
 
 @contextmanager
 def run_server(
-    data_dir: Path, config: Path | None = None, env: dict[str, str] | None = None, *, expect_token: bool = True
+    data_dir: Path,
+    config: Path | None = None,
+    env: dict[str, str] | None = None,
+    *,
+    expect_token: bool = True,
+    stderr: IO[str] | None = None,
 ) -> Iterator[LiveServer]:
-    """Start ``slipstream serve``; ``expect_token=False`` for a data directory that already has one."""
+    """Start ``slipstream serve``; ``expect_token=False`` for a data directory that already has one;
+    ``stderr`` (a file) to keep the server's log instead of passing it through."""
     args = [SLIPSTREAM, "serve", "--port", "0", "--data-dir", str(data_dir)]
     if config is not None:
         args += ["--config", str(config)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ, **(env or {})})
     server = LiveServer(proc, "", (env or {}).get("SLIPSTREAM_ADMIN_TOKEN", ""), data_dir)
     try:  # from here on, whatever fails, the process is stopped
         _await_announcement(server, expect_token)

@@ -46,11 +46,20 @@ class ApiError(Exception):
         self.status = status
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects are never followed: urllib would re-send the admin token to wherever they point,
+    another host included. The 3xx then surfaces as an ``HTTPError`` that says where it pointed."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 class ControlClient:
     def __init__(self, api_url: str, token: str | None, *, timeout: float = 30.0) -> None:
         self.api_url = api_url.rstrip("/")
         self._token = token or os.environ.get("SLIPSTREAM_ADMIN_TOKEN")
         self._timeout = timeout
+        self._opener = urllib.request.build_opener(_NoRedirects)
 
     def call(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
         """One request; the decoded JSON answer, or ``ApiError`` carrying the server's message and code."""
@@ -67,9 +76,11 @@ class ControlClient:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+            with self._opener.open(request, timeout=self._timeout) as response:
                 raw = response.read()
         except urllib.error.HTTPError as err:
+            if 300 <= err.code < 400:
+                raise _redirected(err) from None
             raise _from_http_error(err) from None
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
@@ -78,6 +89,16 @@ class ControlClient:
             return json.loads(raw) if raw else None
         except ValueError:
             raise ApiError(f"{url} did not answer with JSON", "invalid_response") from None
+
+
+def _redirected(err: urllib.error.HTTPError) -> ApiError:
+    where = err.headers.get("Location") or "nowhere"
+    return ApiError(
+        f"the server answered {err.code} redirecting to {where!r}; redirects are not followed, so that the "
+        "admin token never goes to another address: pass the final URL as --api-url",
+        "redirect_not_followed",
+        err.code,
+    )
 
 
 def _from_http_error(err: urllib.error.HTTPError) -> ApiError:

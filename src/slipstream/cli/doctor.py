@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from slipstream.cli.client import Output, OutputOption
 from slipstream.cli.output import console, print_json, print_table
@@ -71,8 +71,8 @@ def _render(report: Report) -> None:
         rows,
         [
             ("Check", "name"),
-            ("Status", lambda r: f"[{_COLOURS[r['status']]}]{r['status']}[/]"),
-            ("Detail", lambda r: escape(r["detail"])),
+            ("Status", lambda r: Text(str(r["status"]), style=_COLOURS[r["status"]])),
+            ("Detail", "detail"),
         ],
         title="slipstream doctor",
         nowrap=("Check", "Status"),

@@ -3,9 +3,11 @@ and regenerate, and never listed."""
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from slipstream.cli.client import DEFAULT_API_URL, ApiUrlOption, ControlClient, Output, OutputOption, TokenOption
 from slipstream.cli.output import console, errors_as_exit, print_json, print_table, when
@@ -42,16 +44,14 @@ def _split_models(models: str | None) -> list[str] | None:
 
 
 def _show_secret(info: dict[str, Any], heading: str) -> None:
+    """The secret goes out first, as plain text and flushed, so that nothing in the rendering
+    after it (a terminal, a name Rich chokes on) can lose a secret the server will not show again."""
     from rich.panel import Panel
 
-    out = console()
-    out.print(
-        Panel(
-            f"[bold]{info['secret_key']}[/bold]\n\nStore it now: this secret will not be shown again.",
-            title=heading,
-            expand=False,
-        )
-    )
+    sys.stdout.write(f"{heading}: {info['secret_key']}\n")
+    sys.stdout.flush()
+    body = Text.assemble((str(info["secret_key"]), "bold"), "\n\nStore it now: this secret will not be shown again.")
+    console().print(Panel(body, title=Text(heading), expand=False))
     print_table([info], _COLUMNS)
 
 
@@ -171,4 +171,4 @@ def delete(
         print_json(body)
     else:
         info = body["api_key_info"]
-        console().print(f"Deleted model access key '{info['name']}' ({info['uuid']}).")
+        console().print(Text(f"Deleted model access key '{info['name']}' ({info['uuid']})."))

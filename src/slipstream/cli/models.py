@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import typer
-from rich.markup import escape
 
 from slipstream.cli.client import DEFAULT_API_URL, ApiUrlOption, ControlClient, Output, OutputOption, TokenOption
 from slipstream.cli.output import errors_as_exit, print_json, print_table
@@ -107,7 +106,7 @@ def running(
                 ("State", "state"),
                 ("Failures", "failures"),
                 ("Retry in", _retry_in),
-                ("Cause", lambda r: escape(str(r.get("cause", "")))),
+                ("Cause", "cause"),
             ],
             title="Failed to start",
             right=("Failures", "Retry in"),

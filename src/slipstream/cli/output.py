@@ -1,4 +1,9 @@
-"""Printing: Rich tables for people, JSON (and CSV for reports) for scripts, errors on stderr."""
+"""Printing: Rich tables for people, JSON (and CSV for reports) for scripts, errors on stderr.
+
+Everything from the server (key names, model ids, causes) is data, never Rich markup: a key
+named ``[/x]`` would otherwise crash the table that shows it. Cells are escaped here; a column
+that wants style returns a ``rich.text.Text``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from slipstream.cli.client import ApiError
 
@@ -59,9 +66,11 @@ def print_table(
     out.print(table)
 
 
-def _cell(row: dict[str, Any], get: str | Callable[[dict[str, Any]], Any]) -> str:
+def _cell(row: dict[str, Any], get: str | Callable[[dict[str, Any]], Any]) -> str | Text:
     value = get(row) if callable(get) else row.get(get)
-    return "" if value is None else str(value)
+    if isinstance(value, Text):
+        return value
+    return "" if value is None else escape(str(value))
 
 
 def when(value: str | None, missing: str = "never") -> str:

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from slipstream import __version__
 from slipstream.errors import InvalidRequest, MethodNotAllowed, NotFound, SlipstreamError
+from slipstream.http.auth import require_admin
 from slipstream.http.control_routes import build_control_router
 from slipstream.http.middleware import RequestIdMiddleware
 from slipstream.http.openai_routes import build_openai_routes
@@ -72,7 +73,9 @@ def create_app(services: Services) -> FastAPI:
         return json_response({"status": "ok"})
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        if services.settings.metrics_require_admin:
+            require_admin(request, services)
         services.metrics.set_runners(await services.supervisor.status())
         return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

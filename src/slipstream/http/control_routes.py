@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from slipstream.auth.service import MAX_PER_PAGE
 from slipstream.errors import InvalidRequest
 from slipstream.http.auth import require_admin
 from slipstream.http.bodies import read_json
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ADMIN = "admin"
+MAX_PAGE = 1_000_000_000  # times MAX_PER_PAGE, still far inside a 64-bit OFFSET
 _Body = TypeVar("_Body", bound=BaseModel)
 
 
@@ -68,14 +70,19 @@ def _invalid(exc: ValidationError) -> InvalidRequest:
     return InvalidRequest(f"Invalid value for '{param}': {first['msg']}.", param=param)
 
 
-def _query_int(request: Request, name: str, default: int) -> int:
+def _query_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    """An integer query parameter within [lo, hi], or a 400 naming it (never clamped: a client
+    asking for page 10**20 has a bug to see, and an unbounded offset overflowed the database)."""
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw) if len(raw) <= 20 else None
     except ValueError:
-        raise InvalidRequest(f"'{name}' must be an integer, not {raw!r}.", param=name) from None
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise InvalidRequest(f"'{name}' must be an integer from {lo} to {hi}, not {raw[:40]!r}.", param=name)
+    return value
 
 
 def _check_models(catalog: Catalog, models: list[str] | None) -> None:
@@ -135,8 +142,8 @@ def build_control_router(services: Services) -> APIRouter:
     @router.get("/models/api_keys")
     async def list_keys(request: Request) -> Response:
         admin(request)
-        page = _query_int(request, "page", 1)
-        per_page = _query_int(request, "per_page", 20)
+        page = _query_int(request, "page", 1, 1, MAX_PAGE)
+        per_page = _query_int(request, "per_page", 20, 1, MAX_PER_PAGE)
         infos, total = await services.keys.list(page, per_page)
         pages = max(1, math.ceil(total / per_page))
         base = (services.settings.public_url or str(request.base_url)).rstrip("/") + request.url.path

@@ -20,6 +20,9 @@ from slipstream.http.lending import lendable_socket
 from slipstream.http.responses import json_response
 from slipstream.http.sse import SSE_HEADERS
 from slipstream.services import Services
+from slipstream.serving.chat import PreparedCall
+
+DROPPED_PARAMS_HEADER = "x-slipstream-dropped-params"  # bookkeeping parameters not passed on
 
 
 def _model_object(entry: ModelEntry) -> dict[str, Any]:
@@ -44,6 +47,12 @@ def build_openai_routes(services: Services) -> list[Route]:
         principal = await model_key_principal(request, services)
         body = await read_json(request, services.settings.max_body_bytes)
         prepared = services.chat.prepare(principal, body, request.state.request_id)
+        response = await _answer(request, prepared)
+        if prepared.call.dropped:
+            response.headers[DROPPED_PARAMS_HEADER] = ", ".join(prepared.call.dropped)
+        return response
+
+    async def _answer(request: Request, prepared: PreparedCall) -> Response:
         if prepared.call.request.wants_stream:
             lendable = lendable_socket(request.scope) if services.settings.engine.lend_client_sockets else None
             if lendable is not None:

@@ -3,6 +3,19 @@
 Strict types (a string is not a number), OpenAI's ranges, and unknown fields kept in
 ``model_extra`` so each provider can decide whether it can honour them: a parameter that
 cannot be honoured is rejected by name, never silently dropped.
+
+Three kinds of parameter, one contract for every provider (``Provider.check``):
+
+- the OpenAI core fields below shape the answer and go to every provider;
+- ``BOOKKEEPING_PARAMS`` change nothing in the answer, only the upstream account's side
+  (retention, service tier and its price, abuse tracking, cache routing). A provider passes on
+  only those it lists in ``forwarded_bookkeeping``; the others are dropped before the call and
+  named in the ``x-slipstream-dropped-params`` response header;
+- anything else is a provider's own knob (``Provider.extra_params``, such as the local
+  runner's ``top_k``) or a 400 ``unsupported_parameter`` naming it.
+
+The local runner's own list (``engine/params.py``: KNOWN and HARMLESS) accepts exactly these
+fields plus the local provider's extras; a unit test keeps the two lists equal.
 """
 
 from __future__ import annotations
@@ -44,6 +57,8 @@ class StreamOptions(BaseModel):
 
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 
+BOOKKEEPING_PARAMS = frozenset({"user", "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier"})
+
 
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
@@ -72,6 +87,8 @@ class ChatCompletionRequest(BaseModel):
     metadata: dict[str, str] | None = None
     store: bool | None = None
     service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
 
     @field_validator("stop")
     @classmethod
@@ -96,6 +113,10 @@ class ChatCompletionRequest(BaseModel):
 
     def extra_params(self) -> list[str]:
         return sorted(self.model_extra or ())
+
+    def bookkeeping_params(self) -> list[str]:
+        """The bookkeeping parameters this request sets (a null is "not set")."""
+        return sorted(p for p in BOOKKEEPING_PARAMS if getattr(self, p) is not None)
 
 
 def _param_path(loc: tuple[int | str, ...]) -> str:

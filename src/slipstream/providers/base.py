@@ -39,7 +39,8 @@ class ChatCall:
     request_id: str
     entry: ModelEntry
     request: ChatCompletionRequest
-    payload: dict[str, Any]
+    payload: dict[str, Any]  # the client's body, less the parameters in ``dropped``
+    dropped: tuple[str, ...] = ()  # bookkeeping parameters not passed on (``x-slipstream-dropped-params``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +69,12 @@ class Provider(ABC):
 
     #: parameters beyond the OpenAI core that this provider honours
     extra_params: frozenset[str] = frozenset()
+    #: bookkeeping parameters (``protocol.chat.BOOKKEEPING_PARAMS``) passed on; the rest are dropped
+    forwarded_bookkeeping: frozenset[str] = frozenset()
 
-    def check(self, request: ChatCompletionRequest) -> None:
-        """Reject, by name, any parameter this provider cannot honour."""
+    def check(self, request: ChatCompletionRequest) -> tuple[str, ...]:
+        """Reject, by name, any parameter this provider cannot honour; return the bookkeeping
+        parameters to drop before the call (never forwarded silently to an upstream someone pays)."""
         unknown = [p for p in request.extra_params() if p not in self.extra_params]
         if unknown:
             raise InvalidRequest(
@@ -78,6 +82,7 @@ class Provider(ABC):
                 param=unknown[0],
                 code="unsupported_parameter",
             )
+        return tuple(p for p in request.bookkeeping_params() if p not in self.forwarded_bookkeeping)
 
     @abstractmethod
     async def complete(self, call: ChatCall) -> dict[str, Any]: ...

@@ -1,7 +1,9 @@
 """Any OpenAI-compatible upstream: vLLM, llama-server, Ollama, another Slipstream, our own runners.
 
-One pooled aiohttp session per upstream. Upstream errors keep their OpenAI code and param;
-connection failures become 502/503 so that a client knows it may retry.
+One pooled aiohttp session per upstream. Our own runners' errors keep their OpenAI message, code
+and param; an external upstream's are reduced to what a client may see (``upstream_errors.py``).
+Connection failures become 502/503 so that a client knows it may retry; their details (hosts,
+ports, socket paths) go to the log only.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from yarl import URL
 
 from slipstream.catalog import ModelEntry
 from slipstream.errors import ModelUnavailable, SlipstreamError, UpstreamError, from_envelope
+from slipstream.protocol.chat import BOOKKEEPING_PARAMS
 from slipstream.providers.base import ChatCall, Provider, StreamEvent
+from slipstream.providers.upstream_errors import FAILED, UNREACHABLE, upstream_failure, upstream_refusal
 
 _CONNECT_ERRORS = (aiohttp.ClientConnectionError, ConnectionError, asyncio.TimeoutError)
 
@@ -36,44 +40,64 @@ def _retry_after(resp: aiohttp.ClientResponse) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
-    if resp.status == 200:
-        return
-    raw = await resp.read()
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        body = {"error": {"message": raw[:500].decode("utf-8", "replace")}}
-    raise from_envelope(resp.status, body, retry_after=_retry_after(resp))
-
-
 class OpenAICompatClient:
-    """Chat completions against one OpenAI-compatible base URL (ending in ``/v1``)."""
+    """Chat completions against one OpenAI-compatible base URL (ending in ``/v1``).
 
-    def __init__(self, base_url: str, session: aiohttp.ClientSession, api_key: str | None = None) -> None:
+    ``external``: an upstream outside Slipstream, whose error texts never reach a client.
+    """
+
+    def __init__(
+        self, base_url: str, session: aiohttp.ClientSession, api_key: str | None = None, *, external: bool = False
+    ) -> None:
         self._url = URL(base_url.rstrip("/") + "/chat/completions")  # parsed once, not per request
         self._session = session
+        self._external = external
         self._headers = {"Content-Type": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
 
+    async def _raise_for_status(self, resp: aiohttp.ClientResponse) -> None:
+        if resp.status == 200:
+            return
+        raw = await resp.read()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = {"error": {"message": raw[:500].decode("utf-8", "replace")}}
+        if self._external:
+            raise upstream_refusal(self._url, resp.status, body, _retry_after(resp))
+        raise from_envelope(resp.status, body, retry_after=_retry_after(resp))
+
+    def _unreachable(self, exc: BaseException) -> ModelUnavailable:
+        upstream_failure(self._url, "is unreachable", exc)
+        return ModelUnavailable(UNREACHABLE, retry_after=1)
+
+    def _broken(self, what: str, exc: BaseException | str) -> UpstreamError:
+        upstream_failure(self._url, what, exc)
+        return UpstreamError(FAILED if self._external else f"The model backend {what}.")
+
+    def _error_event(self, chunk: dict[str, Any]) -> SlipstreamError:
+        if self._external:
+            return self._broken("sent an error event", str(chunk.get("error"))[:500])
+        return from_envelope(502, chunk)
+
     async def complete(self, payload: dict[str, Any]) -> dict[str, Any]:
         try:
             async with self._session.post(self._url, data=orjson.dumps(payload), headers=self._headers) as resp:
-                await _raise_for_status(resp)
+                await self._raise_for_status(resp)
                 result: dict[str, Any] = orjson.loads(await resp.read())
                 return result
         except _CONNECT_ERRORS as exc:
-            raise ModelUnavailable(f"The model backend is unreachable: {exc!r}", retry_after=1) from exc
+            raise self._unreachable(exc) from exc
         except orjson.JSONDecodeError as exc:
-            raise UpstreamError("The model backend sent invalid JSON.") from exc
+            raise self._broken("sent invalid JSON", exc) from exc
 
     async def stream(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Yield decoded chunks; an upstream error event is raised, never swallowed."""
         started = False
         try:
             async with self._session.post(self._url, data=orjson.dumps(payload), headers=self._headers) as resp:
-                await _raise_for_status(resp)
+                await self._raise_for_status(resp)
                 started = True
                 async for line in resp.content:
                     if not line.startswith(b"data:"):
@@ -83,17 +107,17 @@ class OpenAICompatClient:
                         return
                     chunk = orjson.loads(data)
                     if "error" in chunk:
-                        raise from_envelope(502, chunk)
+                        raise self._error_event(chunk)
                     yield chunk
-            raise UpstreamError("The model backend ended the stream without [DONE].")
+            raise self._broken("ended the stream without [DONE]", "no [DONE]")
         except SlipstreamError:
             raise
         except _CONNECT_ERRORS as exc:
             if started:
-                raise UpstreamError(f"The model backend failed mid-stream: {exc!r}") from exc
-            raise ModelUnavailable(f"The model backend is unreachable: {exc!r}", retry_after=1) from exc
+                raise self._broken("failed mid-stream", exc) from exc
+            raise self._unreachable(exc) from exc
         except (aiohttp.ClientPayloadError, orjson.JSONDecodeError) as exc:
-            raise UpstreamError(f"The model backend sent a broken stream: {exc!r}") from exc
+            raise self._broken("sent a broken stream", exc) from exc
 
 
 def upstream_payload(call: ChatCall, *, continuous_usage: bool = False) -> dict[str, Any]:
@@ -109,15 +133,21 @@ def upstream_payload(call: ChatCall, *, continuous_usage: bool = False) -> dict[
 
 
 class OpenAICompatProvider(Provider):
-    """A self-hosted OpenAI-compatible server named in the catalog by ``base_url``."""
+    """A self-hosted or paid OpenAI-compatible server named in the catalog by ``base_url``.
+
+    The operator may pay for every call, so only the OpenAI core parameters go through by
+    default: bookkeeping ones (``store``, ``service_tier``, ...) are dropped and named in a response
+    header, and any other unknown one is refused by name. The entry's ``forward_params`` lets more
+    through: the upstream's own knobs (vLLM's ``top_k``) or bookkeeping the operator accepts.
+    """
 
     def __init__(self, entry: ModelEntry, api_key: str | None = None) -> None:
         assert entry.base_url is not None
         self._session = new_session()
-        self._client = OpenAICompatClient(entry.base_url, self._session, api_key)
-
-    def check(self, request: Any) -> None:
-        """Unknown parameters are the upstream's to accept or reject, so they pass through."""
+        self._client = OpenAICompatClient(entry.base_url, self._session, api_key, external=True)
+        forwarded = frozenset(entry.forward_params)
+        self.extra_params = forwarded - BOOKKEEPING_PARAMS
+        self.forwarded_bookkeeping = forwarded & BOOKKEEPING_PARAMS
 
     async def complete(self, call: ChatCall) -> dict[str, Any]:
         return await self._client.complete(upstream_payload(call))

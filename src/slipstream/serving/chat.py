@@ -17,7 +17,7 @@ from typing import Any
 
 from slipstream.auth.principal import Principal
 from slipstream.catalog import Catalog
-from slipstream.errors import PermissionDenied, SlipstreamError
+from slipstream.errors import ModelNotFound, SlipstreamError
 from slipstream.http.sse import DONE, KEEPALIVE, encode_event
 from slipstream.ledger.recorder import UsageRecorder
 from slipstream.observability.metrics import Metrics
@@ -48,13 +48,14 @@ class ChatService:
 
     def prepare(self, principal: Principal, body: Any, request_id: str) -> PreparedCall:
         request = parse_chat_request(body)
-        entry = self._catalog.resolve(request.model)
-        if not principal.may_use(entry.id):
-            raise PermissionDenied(f"This model access key may not use the model '{entry.id}'.", param="model")
+        entry = self._catalog.get(request.model)
+        if entry is None or not principal.may_use(entry.id):
+            raise ModelNotFound(request.model)  # as /v1/models/{id}: out of scope looks like absent
         provider = self._providers.for_entry(entry)
-        provider.check(request)
+        dropped = provider.check(request)
+        payload = {k: v for k, v in body.items() if k not in dropped} if dropped else body
         self._recorder.admit()  # no request is served that the ledger could not bill
-        return PreparedCall(ChatCall(request_id, entry, request, body), provider, principal)
+        return PreparedCall(ChatCall(request_id, entry, request, payload, dropped), provider, principal)
 
     def _meter(self, prepared: PreparedCall, *, stream: bool) -> UsageMeter:
         call = prepared.call

@@ -1,6 +1,8 @@
 """A fast fake OpenAI-compatible server on loopback: a real HTTP peer for tests and benchmarks.
 
-The requested model name selects the behaviour: ``error-500``, ``error-429``, ``slow``, or
+The requested model name selects the behaviour: ``error-500``, ``error-429``, ``slow``,
+``error-401`` (refuses the gateway's key, in words that name an internal host, like a real
+provider's), ``echo-params`` (answers with the sorted names of the parameters it received), or
 anything else for a fixed, instant answer. Run it with ``python -m slipstream.testing.fake_upstream``.
 """
 
@@ -21,7 +23,10 @@ WORDS = ["The", " capital", " of", " France", " is", " Paris", "."]
 PROMPT_TOKENS = 13
 
 
-def _completion(model: str) -> dict[str, Any]:
+REFUSAL_401 = "Incorrect API key provided: sk-op****1234 (gateway internal-gw.corp.example:9443)"
+
+
+def _completion(model: str, text: str = "".join(WORDS)) -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -31,7 +36,7 @@ def _completion(model: str) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": "".join(WORDS), "refusal": None},
+                "message": {"role": "assistant", "content": text, "refusal": None},
                 "logprobs": None,
                 "finish_reason": "stop",
             }
@@ -60,6 +65,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return _error(500, "the fake upstream broke", "server_error", "internal_error")
     if model == "error-429":
         return _error(429, "slow down", "rate_limit_error", "rate_limit_exceeded")
+    if model == "error-401":
+        return _error(401, REFUSAL_401, "invalid_request_error", "invalid_api_key")
+    if model == "echo-params" and not body.get("stream"):
+        return web.Response(
+            body=orjson.dumps(_completion(model, " ".join(sorted(body)))), content_type="application/json"
+        )
     delay = 0.02 if model == "slow" else 0.0
     if not body.get("stream"):
         if delay:
