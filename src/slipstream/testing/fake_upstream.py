@@ -2,8 +2,9 @@
 
 The requested model name selects the behaviour: ``error-500``, ``error-429``, ``slow``,
 ``error-401`` (refuses the gateway's key, in words that name an internal host, like a real
-provider's), ``echo-params`` (answers with the sorted names of the parameters it received), or
-anything else for a fixed, instant answer. Run it with ``python -m slipstream.testing.fake_upstream``.
+provider's), ``echo-params`` (answers with the sorted names of the parameters it received),
+``usage-cached-over-prompt`` (reports more cached than prompt tokens), ``usage-malformed``
+(reports a prompt count that is not a number), or anything else for a fixed, instant answer. Run it with ``python -m slipstream.testing.fake_upstream``.
 """
 
 from __future__ import annotations
@@ -41,8 +42,17 @@ def _completion(model: str, text: str = "".join(WORDS)) -> dict[str, Any]:
                 "finish_reason": "stop",
             }
         ],
-        "usage": usage(PROMPT_TOKENS, len(WORDS)),
+        "usage": _usage(model, len(WORDS)),
     }
+
+
+def _usage(model: str, completion: int) -> dict[str, Any]:
+    """What an upstream reports; two models report what no honest upstream would."""
+    if model == "usage-cached-over-prompt":
+        return usage(PROMPT_TOKENS, completion, cached=PROMPT_TOKENS * 3)
+    if model == "usage-malformed":
+        return {**usage(PROMPT_TOKENS, completion), "prompt_tokens": "lots"}
+    return usage(PROMPT_TOKENS, completion)
 
 
 def _chunk(model: str, delta: dict[str, Any], finish: str | None, usage: Any = None) -> bytes:
@@ -82,11 +92,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     for i, word in enumerate(WORDS):
         if delay:
             await asyncio.sleep(delay)
-        await resp.write(_chunk(model, {"content": word}, None, usage(PROMPT_TOKENS, i + 1)))
+        await resp.write(_chunk(model, {"content": word}, None, _usage(model, i + 1)))
     await resp.write(_chunk(model, {}, "stop"))
     if (body.get("stream_options") or {}).get("include_usage"):
         chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
-                 "choices": [], "usage": usage(PROMPT_TOKENS, len(WORDS))}  # fmt: skip
+                 "choices": [], "usage": _usage(model, len(WORDS))}  # fmt: skip
         await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
     await resp.write(b"data: [DONE]\n\n")
     return resp
