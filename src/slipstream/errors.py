@@ -20,7 +20,8 @@ into ``{"error": {"message", "type", "param", "code"}}`` with the right status.
     ├── UpstreamError           502 server_error            upstream_error
     ├── ModelUnavailable        503 server_error            model_unavailable    (Retry-After)
     ├── TooManyConnections      503 server_error            server_overloaded    (Retry-After)
-    └── LedgerUnavailable       503 server_error            server_overloaded    (Retry-After)
+    ├── LedgerUnavailable       503 server_error            server_overloaded    (Retry-After)
+    └── AuthUnavailable         503 server_error            server_overloaded    (Retry-After)
 """
 
 from __future__ import annotations
@@ -154,6 +155,13 @@ class TooManyConnections(SlipstreamError):
 
 class LedgerUnavailable(SlipstreamError):
     """The usage ledger cannot record a request now, so the request is not served (never unbilled)."""
+
+    status = 503
+    default_code = "server_overloaded"
+
+
+class AuthUnavailable(SlipstreamError):
+    """Credentials cannot be checked against the database now, and a possibly stale cache is not trusted."""
 
     status = 503
     default_code = "server_overloaded"

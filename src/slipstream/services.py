@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from slipstream.auth.admin import AdminAuth
 from slipstream.auth.secret import load_or_create_server_secret
 from slipstream.auth.service import KeyService
+from slipstream.auth.watcher import AuthWatcher
 from slipstream.catalog import Catalog, builtin_models
 from slipstream.config import Settings
 from slipstream.engine.supervisor import Supervisor
@@ -40,6 +41,7 @@ class Services:
     chat: ChatService
     metrics: Metrics
     first_admin_token: str | None = None
+    auth_watcher: AuthWatcher | None = None
 
     @classmethod
     async def start(cls, settings: Settings) -> Services:
@@ -51,6 +53,8 @@ class Services:
         keys = KeyService(db, secret)
         await keys.start()
         admin, first_token = await AdminAuth.ensure(db, secret)
+        auth_watcher = AuthWatcher(db, keys, admin)  # other replicas' key and token changes
+        await auth_watcher.start()
         recorder = UsageRecorder(
             db,
             durable=ledger.durability != "buffered",
@@ -64,12 +68,16 @@ class Services:
         providers = ProviderRegistry(ProviderDeps(supervisor))
         providers.load_plugins()
         chat = ChatService(catalog, providers, recorder, metrics)
-        return cls(settings, catalog, db, keys, admin, recorder, supervisor, providers, chat, metrics, first_token)
+        services = cls(settings, catalog, db, keys, admin, recorder, supervisor, providers, chat, metrics, first_token)
+        services.auth_watcher = auth_watcher
+        return services
 
     async def aclose(self) -> None:
         """Stop taking work, then flush what was metered before the database goes away."""
         await self.providers.aclose()
         await self.supervisor.aclose()
         await self.recorder.aclose()
+        if self.auth_watcher is not None:
+            await self.auth_watcher.aclose()
         await self.keys.aclose()
         await self.db.aclose()

@@ -1,4 +1,4 @@
-"""The admin token: generated once, replaceable from the environment, bound to the server secret."""
+"""The admin token: generated once, set (never silently replaced) from the environment, bound to the server secret."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ SECRET = secrets.token_bytes(32)
 @pytest.fixture(autouse=True)
 def _no_env_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLIPSTREAM_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("SLIPSTREAM_ADMIN_TOKEN_OVERWRITE", raising=False)
 
 
 @pytest.fixture(params=backends())
@@ -55,11 +56,35 @@ async def test_verify_rejects_others(db: Database) -> None:
     assert not auth.verify(token[:-1] + ("x" if token[-1] != "x" else "y"))
 
 
-async def test_env_token_replaces_the_generated_one(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_env_token_sets_the_first_token(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    chosen = keys.generate_admin_token()
+    monkeypatch.setenv("SLIPSTREAM_ADMIN_TOKEN", chosen)
+    auth, shown = await AdminAuth.ensure(db, SECRET)
+    assert shown is None and auth.verify(chosen)
+    again, _ = await AdminAuth.ensure(db, SECRET)
+    assert again.verify(chosen)
+
+
+async def test_a_different_env_token_warns_and_the_stored_one_stays(
+    db: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, generated = await AdminAuth.ensure(db, SECRET)
+    assert generated is not None
+    stale = keys.generate_admin_token()
+    monkeypatch.setenv("SLIPSTREAM_ADMIN_TOKEN", stale)
+    auth, shown = await AdminAuth.ensure(db, SECRET)
+    assert shown is None
+    assert auth.verify(generated) and not auth.verify(stale)
+    assert "the stored token stays in force" in caplog.text
+    assert stale not in caplog.text and generated not in caplog.text
+
+
+async def test_overwrite_flag_replaces_the_stored_token(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     _, generated = await AdminAuth.ensure(db, SECRET)
     assert generated is not None
     chosen = keys.generate_admin_token()
     monkeypatch.setenv("SLIPSTREAM_ADMIN_TOKEN", chosen)
+    monkeypatch.setenv("SLIPSTREAM_ADMIN_TOKEN_OVERWRITE", "1")
     auth, shown = await AdminAuth.ensure(db, SECRET)
     assert shown is None
     assert auth.verify(chosen) and not auth.verify(generated)

@@ -1,9 +1,13 @@
 """Model access keys: create, list, rename, scope, regenerate, delete, and authenticate (the hot path).
 
 ``authenticate`` rejects malformed keys without touching the database, then looks the HMAC digest
-up in a small in-process cache (TTL ``cache_ttl``, so other replicas see revocations within that
-time) and only on a miss in the database. Every change to a key drops its cache entries at once,
-so in this process an old secret fails on the very next request.
+up in a small in-process cache and only on a miss in the database. Every change to a key drops its
+cache entries at once, so in this process an old secret fails on the very next request; it also
+bumps the auth version in the same transaction, and the ``AuthWatcher`` of every other replica,
+polling that version, drops the whole cache within its poll interval. The cache is trusted only
+while the watcher keeps confirming (``trust_cache_until``): when the version cannot be read, keys
+are looked up in the database on every request instead, and a database that cannot answer that
+lookup is a 503, never a stale yes.
 ``last_used_at`` is kept in memory and written in batches by a background flush.
 """
 
@@ -13,6 +17,7 @@ import asyncio
 import builtins
 import hmac
 import logging
+import math
 import time
 import uuid as uuid_mod
 from dataclasses import dataclass
@@ -20,11 +25,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from slipstream.auth import keys
 from slipstream.auth.principal import Principal
-from slipstream.errors import AuthenticationFailed, InvalidRequest, NotFound
+from slipstream.errors import AuthenticationFailed, AuthUnavailable, InvalidRequest, NotFound
 from slipstream.store.db import Database
+from slipstream.store.state import bump_auth_version
 from slipstream.store.tables import UtcDateTime, api_keys
 
 log = logging.getLogger(__name__)
@@ -99,10 +106,13 @@ class KeyService:
         cache_ttl: float = 10.0,
         cache_size: int = 10_000,
         flush_interval: float = 5.0,
+        lookup_timeout: float = 5.0,
     ) -> None:
         self._db = db
         self._secret = server_secret
         self._ttl = cache_ttl
+        self._lookup_timeout = lookup_timeout
+        self._trusted_until = math.inf  # until a watcher says otherwise, the TTL alone bounds the cache
         self._cache_size = cache_size
         self._cache: dict[str, tuple[Principal, float]] = {}
         self._generation = 0
@@ -125,11 +135,19 @@ class KeyService:
             raise AuthenticationFailed("Invalid model access key: wrong format or checksum (check for typos)")
         digest = keys.digest(secret, self._secret)
         cached = self._cache.get(digest)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
+        if cached is not None:
+            now = time.monotonic()
+            if cached[1] > now and now < self._trusted_until:
+                return cached[0]
         generation = self._generation
-        async with self._db.read() as conn:
-            row = (await conn.execute(_BY_DIGEST, {"digest": digest})).first()
+        try:
+            async with asyncio.timeout(self._lookup_timeout), self._db.read() as conn:
+                row = (await conn.execute(_BY_DIGEST, {"digest": digest})).first()
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            raise AuthUnavailable(
+                "The key store cannot be reached, so the model access key cannot be checked; retry shortly.",
+                retry_after=1,
+            ) from exc
         if row is None or not hmac.compare_digest(row.secret_digest, digest):
             raise AuthenticationFailed("Invalid model access key: unknown or revoked")
         principal = Principal(row.uuid, row.name, None if row.models is None else frozenset(row.models))
@@ -145,6 +163,15 @@ class KeyService:
             while len(self._cache) >= self._cache_size:
                 del self._cache[next(iter(self._cache))]
         self._cache[digest] = (principal, time.monotonic() + self._ttl)
+
+    def drop_cache(self) -> None:
+        """Forget every cached key (another replica changed one); lookups in flight will not cache."""
+        self._generation += 1
+        self._cache.clear()
+
+    def trust_cache_until(self, deadline: float) -> None:
+        """Serve from the cache until ``deadline`` (``time.monotonic()``), then only from the database."""
+        self._trusted_until = deadline
 
     def _forget(self, key_uuid: str) -> None:
         self._generation += 1
@@ -274,7 +301,8 @@ class KeyService:
         return info
 
     async def regenerate(self, uuid: str) -> tuple[KeyInfo, str]:
-        """A new secret for the same key; the old secret stops working immediately (in this process)."""
+        """A new secret for the same key; the old secret stops working at once here, within the watcher's
+        poll interval on other replicas."""
         secret = keys.generate_key()
         values = {
             "secret_digest": keys.digest(secret, self._secret),
@@ -303,6 +331,8 @@ class KeyService:
         )
         async with self._db.write() as conn:
             row = (await conn.execute(stmt)).mappings().first()
+            if row is not None:
+                await bump_auth_version(conn)
         if row is None:
             raise _not_found(uuid)
         return self._info(row)

@@ -34,7 +34,7 @@ def rotate_token(
         ),
     ] = False,
 ) -> None:
-    """Replace the admin token in the database and print the new one (restart running servers)."""
+    """Replace the admin token in the database and print the new one (running servers switch within 1 s)."""
     from slipstream.auth.admin import AdminAuth
     from slipstream.auth.secret import load_or_create_server_secret
     from slipstream.config import ConfigError, load_settings
@@ -54,5 +54,9 @@ def rotate_token(
         token = asyncio.run(rotate())
     except ConfigError as exc:
         raise fail(str(exc), "config_error") from None
-    typer.echo("New admin token (shown once; running servers use it after a restart):", err=True)
+    typer.echo(
+        "New admin token (shown once; running servers accept only this one within a second). "
+        "Update $SLIPSTREAM_ADMIN_TOKEN wherever it is set: servers started with the old value warn and keep this one.",
+        err=True,
+    )
     typer.echo(token)
