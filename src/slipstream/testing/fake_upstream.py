@@ -4,7 +4,8 @@ The requested model name selects the behaviour: ``error-500``, ``error-429``, ``
 ``error-401`` (refuses the gateway's key, in words that name an internal host, like a real
 provider's), ``echo-params`` (answers with the sorted names of the parameters it received),
 ``usage-cached-over-prompt`` (reports more cached than prompt tokens), ``usage-malformed``
-(reports a prompt count that is not a number), or anything else for a fixed, instant answer. Run it with ``python -m slipstream.testing.fake_upstream``.
+(reports a prompt count that is not a number), or anything else for a fixed, instant answer.
+Run it with ``python -m slipstream.testing.fake_upstream``.
 """
 
 from __future__ import annotations
