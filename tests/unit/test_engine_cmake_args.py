@@ -50,6 +50,7 @@ def test_other_architectures_keep_the_native_default() -> None:
 
 def test_the_script_prints_one_line_and_a_cpu_signature() -> None:
     args = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, check=True).stdout
-    assert (args.count("\n") == 1 and "-DGGML_AMX_INT8=OFF" in args) or "-DGGML_NATIVE=ON" in args
+    assert args.count("\n") == 1
+    assert "-DGGML_AMX_INT8=OFF" in args or args.strip() == "-DGGML_NATIVE=ON"
     signature = subprocess.run([sys.executable, str(SCRIPT), "--signature"], capture_output=True, text=True).stdout
     assert signature.split()[0] in ("x86_64", "aarch64", "arm64", "AMD64", "amd64")
