@@ -106,7 +106,8 @@ class LimitedProtocol(TransportExposingProtocol):
             self._head_bytes += len(data)
         super().data_received(data)
         # Checked after parsing: only bytes fed while the head is still incomplete count, so a
-        # body in the same read is never mistaken for headers. At most one read (256 KB) beyond.
+        # body in the same read is never mistaken for headers; a head that completed within one
+        # large read is measured in ``on_headers_complete``.
         if self._in_head and self._head_bytes > self.LIMITS.max_header_bytes and not self._discarding:
             limit = self.LIMITS.max_header_bytes
             self._refuse(HeadersTooLarge(f"The request headers are larger than the limit of {limit} bytes."))
@@ -114,6 +115,8 @@ class LimitedProtocol(TransportExposingProtocol):
     # -- parser callbacks --------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self._discarding:
+            return
         super().on_message_begin()
         if not self._in_head:
             self._begin_head()  # a pipelined request that began inside the previous read
@@ -121,9 +124,15 @@ class LimitedProtocol(TransportExposingProtocol):
         self.scope["extensions"][LIMITS_EXTENSION] = limits
 
     def on_headers_complete(self) -> None:
+        if self._discarding:
+            return
         self._in_head, self._in_body = False, True
         self._cancel(self._head_timer)
         self._head_timer = None
+        limit = self.LIMITS.max_header_bytes
+        if self._head_bytes > limit and self._head_size() > limit:  # it came whole in one large read
+            self._refuse(HeadersTooLarge(f"The request headers are larger than the limit of {limit} bytes."))
+            return
         self._body_timer = self.loop.call_later(self.LIMITS.body_timeout_s, self._body_timed_out)
         if len(self.connections) <= self.LIMITS.max_concurrency:
             super().on_headers_complete()
@@ -135,11 +144,20 @@ class LimitedProtocol(TransportExposingProtocol):
         finally:
             self.app = app
 
+    def on_body(self, body: bytes) -> None:
+        if not self._discarding:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
+        if self._discarding:
+            return
         self._in_body = False
         self._cancel(self._body_timer)
         self._body_timer = None
         super().on_message_complete()
+
+    def _head_size(self) -> int:
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
     # -- writes ------------------------------------------------------------------------------
 
