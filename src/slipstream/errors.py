@@ -19,9 +19,10 @@ into ``{"error": {"message", "type", "param", "code"}}`` with the right status.
     ├── HeadersTooLarge         431 invalid_request_error   request_header_fields_too_large
     ├── UpstreamError           502 server_error            upstream_error
     ├── ModelUnavailable        503 server_error            model_unavailable    (Retry-After)
-    ├── TooManyConnections      503 server_error            server_overloaded    (Retry-After)
-    ├── LedgerUnavailable       503 server_error            server_overloaded    (Retry-After)
-    └── AuthUnavailable         503 server_error            server_overloaded    (Retry-After)
+    └── ServerOverloaded        503 server_error            server_overloaded    (Retry-After)
+        ├── TooManyConnections      too many open connections (http.max_concurrency)
+        ├── LedgerUnavailable       the usage ledger cannot record a request now
+        └── AuthUnavailable         keys cannot be checked against the database now
 """
 
 from __future__ import annotations
@@ -146,25 +147,23 @@ class ModelUnavailable(SlipstreamError):
     default_code = "model_unavailable"
 
 
-class TooManyConnections(SlipstreamError):
+class ServerOverloaded(SlipstreamError):
+    """The gateway itself cannot take the request now; the client should retry after Retry-After."""
+
+    status = 503
+    default_code = "server_overloaded"
+
+
+class TooManyConnections(ServerOverloaded):
     """The gateway holds ``http.max_concurrency`` connections already."""
 
-    status = 503
-    default_code = "server_overloaded"
 
-
-class LedgerUnavailable(SlipstreamError):
+class LedgerUnavailable(ServerOverloaded):
     """The usage ledger cannot record a request now, so the request is not served (never unbilled)."""
 
-    status = 503
-    default_code = "server_overloaded"
 
-
-class AuthUnavailable(SlipstreamError):
+class AuthUnavailable(ServerOverloaded):
     """Credentials cannot be checked against the database now, and a possibly stale cache is not trusted."""
-
-    status = 503
-    default_code = "server_overloaded"
 
 
 _BY_STATUS: dict[int, type[SlipstreamError]] = {

@@ -40,21 +40,6 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def upstream_port() -> Iterator[int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "slipstream.testing.fake_upstream", "--port", "0"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("FAKE_UPSTREAM_READY"), line
-        yield int(line.split()[1])
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-@pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, upstream_port: int) -> Iterator[tuple[LiveServer, Path]]:
     root = tmp_path_factory.mktemp("hostile")
     up = f"http://127.0.0.1:{upstream_port}/v1"

@@ -6,8 +6,6 @@ finished: a 500 (or an error event mid-stream), no row, and the metrics said ``o
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import orjson
@@ -20,28 +18,19 @@ OVER, MALFORMED = "cached-over-prompt", "malformed-usage"
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, str]]:
-    upstream = subprocess.Popen(
-        [sys.executable, "-m", "slipstream.testing.fake_upstream", "--port", "0"], stdout=subprocess.PIPE, text=True
+def gateway(tmp_path_factory: pytest.TempPathFactory, upstream_port: int) -> Iterator[tuple[LiveServer, str]]:
+    root = tmp_path_factory.mktemp("usage")
+    config = root / "slipstream.yaml"
+    base = f"http://127.0.0.1:{upstream_port}/v1"
+    config.write_text(
+        "include_builtin_models: false\nmodels:\n"
+        f"  - {{id: {OVER}, provider: openai_compatible, base_url: '{base}',"
+        " upstream_model: usage-cached-over-prompt, prices: {input: '1', cached_input: '0.5', output: '2'}}\n"
+        f"  - {{id: {MALFORMED}, provider: openai_compatible, base_url: '{base}',"
+        " upstream_model: usage-malformed}\n"
     )
-    try:
-        assert upstream.stdout is not None
-        port = int(upstream.stdout.readline().split()[1])
-        root = tmp_path_factory.mktemp("usage")
-        config = root / "slipstream.yaml"
-        base = f"http://127.0.0.1:{port}/v1"
-        config.write_text(
-            "include_builtin_models: false\nmodels:\n"
-            f"  - {{id: {OVER}, provider: openai_compatible, base_url: '{base}',"
-            " upstream_model: usage-cached-over-prompt, prices: {input: '1', cached_input: '0.5', output: '2'}}\n"
-            f"  - {{id: {MALFORMED}, provider: openai_compatible, base_url: '{base}',"
-            " upstream_model: usage-malformed}\n"
-        )
-        with run_server(root / "data", config) as server:
-            yield server, server.create_key("usage")[1]
-    finally:
-        upstream.kill()
-        upstream.wait()
+    with run_server(root / "data", config) as server:
+        yield server, server.create_key("usage")[1]
 
 
 def chat(server: LiveServer, key: str, model: str, stream: bool) -> tuple[int, bytes]:

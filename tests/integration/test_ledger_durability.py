@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +24,7 @@ import asyncpg
 import orjson
 import pytest
 
-from tests.support.postgres import start_cluster
+from tests.support.postgres import fresh_database_url, start_cluster
 from tests.support.server import LiveServer, run_server
 
 POSTGRES_ENV = "SLIPSTREAM_TEST_POSTGRES_URL"
@@ -36,21 +33,6 @@ CLIENTS = 16
 ROUNDS = 5
 KILL_AFTER_S = 1.5
 ROUND_LIMIT_S = 30.0  # a round's clients stop by themselves long before this
-
-
-@pytest.fixture(scope="module")
-def upstream_port() -> Iterator[int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "slipstream.testing.fake_upstream", "--port", "0"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("FAKE_UPSTREAM_READY"), line
-        yield int(line.split()[1])
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def write_config(path: Path, upstream_port: int, database_url: str | None, **ledger: object) -> Path:
@@ -116,24 +98,6 @@ async def load_until_killed(server: LiveServer, key: str, traffic: Traffic) -> N
     server.process.wait(timeout=10)
 
 
-@asynccontextmanager
-async def fresh_postgres_database(server_url: str) -> AsyncIterator[str]:
-    name = f"slip_crash_{secrets.token_hex(5)}"
-    await _admin(server_url, f'CREATE DATABASE "{name}"')
-    try:
-        yield server_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def _admin(server_url: str, statement: str) -> None:
-    conn = await asyncpg.connect(server_url)  # a new connection: the server may have restarted since
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 async def ledger_counts(server: LiveServer, database_url: str | None) -> dict[str, int]:
     """request id → number of usage rows."""
     query = "SELECT request_id, count(*) FROM usage GROUP BY request_id"
@@ -182,7 +146,7 @@ async def test_a_stopped_database_gets_503s_and_serving_resumes_by_itself(upstre
     if cluster is None:
         pytest.skip("PostgreSQL is not installed")
     try:
-        async with fresh_postgres_database(cluster.url) as database_url:
+        async with fresh_database_url(cluster.url) as database_url:
             config = write_config(tmp_path / "slipstream.yaml", upstream_port, database_url, commit_timeout_s=2)
             traffic = Traffic()
             with run_server(tmp_path / "data", config) as server:
@@ -215,5 +179,5 @@ async def _database(backend: str) -> AsyncIterator[str | None]:
     if backend == "sqlite":
         yield None
         return
-    async with fresh_postgres_database(os.environ[POSTGRES_ENV]) as url:
+    async with fresh_database_url(os.environ[POSTGRES_ENV]) as url:
         yield url

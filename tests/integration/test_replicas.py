@@ -18,11 +18,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from slipstream.auth.keys import generate_admin_token
 from tests.support.http import Reply, request
+from tests.support.postgres import fresh_database_url
 from tests.support.server import SLIPSTREAM, LiveServer, run_server
 
 POSTGRES_ENV = "SLIPSTREAM_TEST_POSTGRES_URL"
@@ -57,21 +57,8 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'shared.db'}"
         return
-    server_url = os.environ[POSTGRES_ENV]
-    name = f"slip_replicas_{secrets.token_hex(5)}"
-    await _postgres(server_url, f'CREATE DATABASE "{name}"')
-    try:
-        yield server_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        await _postgres(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def _postgres(server_url: str, statement: str) -> None:
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
+    async with fresh_database_url(os.environ[POSTGRES_ENV], "slip_replicas") as url:
+        yield url
 
 
 @pytest.fixture

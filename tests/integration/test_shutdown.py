@@ -10,9 +10,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -26,21 +23,6 @@ LOCAL = "llama3.3-70b-instruct"
 SLOW = "slow-upstream"
 CLIENTS = 8
 TERM_AFTER_S = 1.0
-
-
-@pytest.fixture(scope="module")
-def upstream_port() -> Iterator[int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "slipstream.testing.fake_upstream", "--port", "0"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("FAKE_UPSTREAM_READY"), line
-        yield int(line.split()[1])
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def write_config(path: Path, upstream_port: int) -> Path:

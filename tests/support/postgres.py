@@ -9,12 +9,17 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import asyncpg
 
 
 @dataclass
@@ -78,3 +83,22 @@ def start_cluster() -> Cluster | None:
     cluster = Cluster(datadir, _free_port(), str(bindir / "pg_ctl"), user)
     cluster.resume()
     return cluster
+
+
+@asynccontextmanager
+async def fresh_database_url(server_url: str, prefix: str = "slip_test") -> AsyncIterator[str]:
+    """A new, empty database on the server for one test, dropped afterwards even if the server restarted."""
+    name = f"{prefix}_{secrets.token_hex(5)}"
+    await _execute(server_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield server_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        await _execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _execute(server_url: str, statement: str) -> None:
+    conn = await asyncpg.connect(server_url)  # a new connection each time: the server may have restarted
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
