@@ -14,10 +14,10 @@ from slipstream.auth.service import KeyService
 from slipstream.auth.watcher import AuthWatcher
 from slipstream.catalog import Catalog, builtin_models
 from slipstream.config import Settings
-from slipstream.engine.supervisor import Supervisor
 from slipstream.ledger.recorder import UsageRecorder
 from slipstream.observability.metrics import Metrics
 from slipstream.providers.registry import ProviderDeps, ProviderRegistry
+from slipstream.runners.supervisor import Supervisor
 from slipstream.serving.chat import ChatService
 from slipstream.store.db import Database
 

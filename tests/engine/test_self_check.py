@@ -10,7 +10,7 @@ import urllib.request
 from typing import Any
 
 from slipstream.catalog import builtin_gguf_path
-from slipstream.engine.self_check import FAULT_ENV, GENERATE, MIN_PROMPT_TOKENS
+from slipstream.engine.core.self_check import FAULT_ENV, GENERATE, MIN_PROMPT_TOKENS
 from tests.engine.conftest import start_runner
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from slipstream.engine.self_check import FAULT_ENV
+from slipstream.engine.core.self_check import FAULT_ENV
 
 SLIPSTREAM = str(Path(sys.executable).with_name("slipstream"))
 

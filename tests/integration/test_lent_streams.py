@@ -1,6 +1,6 @@
 """Streams of a loaded local model are written by the runner to the client's own socket.
 
-The gateway lends the connection (``handoff_wire.py``); these tests hold it to the relay's
+The gateway lends the connection (``protocol/handoff.py``); these tests hold it to the relay's
 behaviour byte for byte, and check the framing, billing and cancellation that the gateway no
 longer sees token by token.
 """

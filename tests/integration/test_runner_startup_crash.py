@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from slipstream.cpu import cpu_has_amx
-from slipstream.engine.exit_cause import AMX_HINT, DOCTOR_HINT
-from slipstream.engine.self_check import FAULT_ENV
+from slipstream.engine.core.self_check import FAULT_ENV
+from slipstream.runners.exit_cause import AMX_HINT, DOCTOR_HINT
 from tests.support.http import Reply, post_json, request
 from tests.support.server import LiveServer, run_server
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import socket
 
-from slipstream.engine.direct_stream import DirectWriter, RawBytes
-from slipstream.engine.jobs import ChoiceDelta, JobDone
+from slipstream.engine.core.jobs import ChoiceDelta, JobDone
+from slipstream.engine.deliver.direct_stream import DirectWriter, RawBytes
 
 
 def writer_on(sock: socket.socket) -> DirectWriter:

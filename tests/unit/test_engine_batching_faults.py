@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from slipstream.engine.batching import ENGINE_DIED_EXIT, Engine
-from slipstream.engine.jobs import ChoiceDelta, Event, Job, JobDone, JobFailed
+from slipstream.engine.core.batching import ENGINE_DIED_EXIT, Engine
+from slipstream.engine.core.jobs import ChoiceDelta, Event, Job, JobDone, JobFailed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -149,7 +149,7 @@ def test_an_engine_thread_that_dies_anyway_reports_its_death(harness: Harness, m
 _DYING_RUNNER = """
 import time
 from tests.unit.test_engine_batching_faults import FakeModel, job
-from slipstream.engine.batching import Engine
+from slipstream.engine.core.batching import Engine
 
 model = FakeModel()
 engine = Engine(model, parallel=2, queue_size=4, deliver=lambda items: None)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from llama_cpp.llama_grammar import JSON_GBNF
 
-from slipstream.engine.grammar import schema_grammar
-from slipstream.engine.grammar_limits import GrammarRefused, measure
+from slipstream.engine.prepare.grammar import schema_grammar
+from slipstream.engine.prepare.grammar_limits import GrammarRefused, measure
 from slipstream.errors import InvalidRequest
 
 

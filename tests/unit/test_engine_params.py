@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from slipstream.engine.params import parse_chat_request
-from slipstream.engine.schema_support import enforceable
+from slipstream.engine.prepare.params import parse_chat_request
+from slipstream.engine.prepare.schema_support import enforceable
 from slipstream.errors import SlipstreamError
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -53,7 +53,8 @@ def test_rejections(body: dict[str, Any], param: str, code: str) -> None:
 
 
 def test_harmless_fields_pass() -> None:
-    parse(user="u", metadata={"a": "b"}, store=False, service_tier="auto", parallel_tool_calls=True)
+    req = parse(user="u", metadata={"a": "b"}, store=False, service_tier="auto", parallel_tool_calls=True, seed=1)
+    assert req == parse(seed=1)  # accepted, and nothing in the request changes
 
 
 def test_null_means_not_set() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from slipstream.engine.jobs import Job
-from slipstream.engine.slots import Admission, SlotTable, common_prefix, runs
+from slipstream.engine.core.jobs import Job
+from slipstream.engine.core.slots import Admission, SlotTable, common_prefix, runs
 from slipstream.errors import SlipstreamError
 
 

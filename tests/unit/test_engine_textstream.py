@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slipstream.engine.textstream import TextStream
+from slipstream.engine.core.textstream import TextStream
 
 
 def run(pieces: list[bytes], stops: tuple[str, ...]) -> tuple[list[str], bool, str]:

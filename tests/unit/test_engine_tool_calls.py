@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from slipstream.engine.tool_calls import ChoiceOutput
+from slipstream.engine.deliver.tool_calls import ChoiceOutput
 
 
 def feed_all(out: ChoiceOutput, pieces: list[str]) -> tuple[str, str, list[str]]:

@@ -7,13 +7,13 @@ import io
 from pathlib import Path
 
 from slipstream.cpu import cpu_has_amx, read_cpu
-from slipstream.engine.exit_cause import (
+from slipstream.runners.exit_cause import (
     describe_exit,
     describe_serving_exit,
     describe_start_failure,
     signal_label,
 )
-from slipstream.engine.stderr_tail import KEEP_BYTES, StderrTail
+from slipstream.runners.stderr_tail import KEEP_BYTES, StderrTail
 
 
 def test_negative_return_codes_are_named_signals() -> None:

@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-from slipstream.engine.direct_stream import RawBytes
-from slipstream.engine.lent_socket import ClientGone, LentSocket
+from slipstream.engine.deliver.direct_stream import RawBytes
+from slipstream.engine.deliver.lent_socket import ClientGone, LentSocket
 from tests.unit.test_direct_stream import frames
 
 

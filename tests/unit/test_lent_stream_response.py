@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
-from slipstream.serving.lent_stream import LentStreamResponse
+from slipstream.http.lent_stream import LentStreamResponse
+from slipstream.serving.lent_stream import LentStreamCall
 from slipstream.serving.metering import UsageMeter
 
 
@@ -99,7 +100,7 @@ async def play(
         await asyncio.sleep(3600)  # the client stays
         raise AssertionError
 
-    response = LentStreamResponse(runner, cast(Any, transport), 7, cast(UsageMeter, meter))
+    response = LentStreamResponse(LentStreamCall(runner, cast(UsageMeter, meter)), cast(Any, transport), 7)
     await asyncio.wait_for(response(scope or {"type": "http"}, receive, send), 5)
     return sent, transport, meter, runner
 

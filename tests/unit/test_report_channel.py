@@ -7,7 +7,7 @@ import json
 import socket
 import threading
 
-from slipstream.engine.report_channel import ReportChannel
+from slipstream.engine.deliver.report_channel import ReportChannel
 
 
 def pair(buffer: int) -> tuple[socket.socket, socket.socket]:

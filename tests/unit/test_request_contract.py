@@ -8,20 +8,23 @@ from typing import Any
 import pytest
 from yarl import URL
 
-from slipstream.engine.params import HARMLESS, KNOWN
+from slipstream.engine.prepare import params as runner_params
 from slipstream.errors import InvalidRequest, ModelUnavailable, QuotaExceeded, RateLimited, UpstreamError
-from slipstream.protocol.chat import BOOKKEEPING_PARAMS, ChatCompletionRequest, parse_chat_request
+from slipstream.protocol.chat import ChatCompletionRequest, parse_chat_request
+from slipstream.protocol.contract import BOOKKEEPING_PARAMS, CORE_PARAMS, LOCAL_ACCEPTED, LOCAL_PARAMS
 from slipstream.providers.base import Provider
 from slipstream.providers.local import LocalProvider
-from slipstream.providers.upstream_errors import FAILED, upstream_refusal
+from slipstream.upstream.errors import FAILED, upstream_refusal
 
 HELLO = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 URL_ = URL("http://user:pw@10.0.0.5:8000/v1/chat/completions")
 
 
-def test_local_models_accept_exactly_what_the_runner_accepts() -> None:
-    assert set(ChatCompletionRequest.model_fields) | LocalProvider.extra_params == KNOWN | HARMLESS
-    assert BOOKKEEPING_PARAMS <= HARMLESS
+def test_the_gateway_and_the_runner_check_against_one_contract() -> None:
+    assert set(ChatCompletionRequest.model_fields) == CORE_PARAMS | BOOKKEEPING_PARAMS
+    assert LocalProvider.extra_params == LOCAL_PARAMS
+    assert runner_params.LOCAL_ACCEPTED is LOCAL_ACCEPTED
+    assert set(ChatCompletionRequest.model_fields) | LocalProvider.extra_params == LOCAL_ACCEPTED
 
 
 class _Plain(Provider):

@@ -14,12 +14,12 @@ import pytest
 
 from slipstream.catalog import ModelEntry
 from slipstream.config import EngineSettings
-from slipstream.engine.process import RunnerSpec, StartedRunner, stop_process
-from slipstream.engine.supervisor import SpawnFn, Supervisor
 from slipstream.errors import ModelUnavailable
 from slipstream.protocol.chat import parse_chat_request
 from slipstream.providers.base import HEARTBEAT, ChatCall
 from slipstream.providers.local import LocalProvider
+from slipstream.runners.process import RunnerSpec, StartedRunner, stop_process
+from slipstream.runners.supervisor import SpawnFn, Supervisor
 
 
 def entry(tmp_path: Path, model_id: str, keep_alive: float = -1) -> ModelEntry:

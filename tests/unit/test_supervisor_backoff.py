@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from slipstream.config import EngineSettings
-from slipstream.engine.backoff import StartBackoff
-from slipstream.engine.process import RunnerSpec, RunnerStartFailed, StartedRunner
-from slipstream.engine.supervisor import Supervisor
 from slipstream.errors import ModelUnavailable
+from slipstream.runners.backoff import StartBackoff
+from slipstream.runners.process import RunnerSpec, RunnerStartFailed, StartedRunner
+from slipstream.runners.supervisor import Supervisor
 from tests.unit.test_supervisor import entry, slow_fake_spawn
 
 CAUSE = "The local engine crashed with SIGSEGV (signal 11) while loading m; run `slipstream doctor` to check."

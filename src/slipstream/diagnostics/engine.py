@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from slipstream.cpu import CpuInfo
 from slipstream.diagnostics.report import Check, Status
-from slipstream.engine.exit_cause import describe_exit, signal_label
+from slipstream.runners.exit_cause import describe_exit, signal_label
 
 PROBE_TIMEOUT_S = 60.0
 REBUILD = "rebuild with `make clean run`"

@@ -17,11 +17,11 @@ from typing import Any
 from slipstream.catalog import ModelEntry
 from slipstream.config import EngineSettings
 from slipstream.diagnostics.report import Check, Status
-from slipstream.engine.exit_cause import describe_exit
-from slipstream.engine.process import StartedRunner, spawn_runner, stop_process
-from slipstream.engine.supervisor import Supervisor
 from slipstream.errors import SlipstreamError
-from slipstream.providers.openai_compat import OpenAICompatClient, new_session
+from slipstream.runners.exit_cause import describe_exit
+from slipstream.runners.process import StartedRunner, spawn_runner, stop_process
+from slipstream.runners.supervisor import Supervisor
+from slipstream.upstream.client import OpenAICompatClient, new_session
 
 MAX_TOKENS = 32
 REQUEST_TIMEOUT_S = 60.0

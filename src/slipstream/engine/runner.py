@@ -7,7 +7,7 @@ Contract with the supervisor:
   [--parallel 8] [--queue-size 64] [--threads 2] [--batch-size 512] [--prefill-chunk 64]
   [--chat-template JINJA] [--kv-type q8_0|f16]``; ``--n-ctx`` is the context every slot gets;
   ``--socket`` serves on a Unix socket (mode 0600) instead of TCP, as the supervisor does;
-  ``--handoff-socket`` also takes streams whose client socket the gateway lends (``handoff_wire.py``);
+  ``--handoff-socket`` also takes streams whose client socket the gateway lends (``protocol/handoff.py``);
 - when serving, exactly one stdout line ``SLIPSTREAM_RUNNER_READY {"port", "socket", "handoff",
   "pid", "n_ctx", "parallel", "self_check"}`` (``port`` 0 with a socket, ``socket`` and ``handoff``
   null without; ``self_check`` is ``{"prompt_tokens", "generated", "seconds"}``); logs go to stderr;
@@ -86,7 +86,7 @@ class _Loader(threading.Thread):
     def run(self) -> None:
         try:
             try:
-                from slipstream.engine.llama_backend import LlamaModel, ModelConfig
+                from slipstream.engine.core.llama_backend import LlamaModel, ModelConfig
             finally:
                 self.imported.set()
             a = self.args
@@ -101,13 +101,13 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
     loader.imported.wait()
     from aiohttp import web
 
-    from slipstream.engine import self_check
-    from slipstream.engine.batching import Engine
-    from slipstream.engine.direct_stream import make_deliver
-    from slipstream.engine.handoff_server import HandoffServer
-    from slipstream.engine.http_app import create_app
-    from slipstream.engine.prompt import PromptRenderer
-    from slipstream.engine.service import RunnerState
+    from slipstream.engine.core import self_check
+    from slipstream.engine.core.batching import Engine
+    from slipstream.engine.deliver.direct_stream import make_deliver
+    from slipstream.engine.deliver.handoff_server import HandoffServer
+    from slipstream.engine.deliver.http_app import create_app
+    from slipstream.engine.prepare.prompt import PromptRenderer
+    from slipstream.engine.prepare.service import RunnerState
 
     sock = _listen(args)
     await asyncio.get_running_loop().run_in_executor(None, loader.join)
@@ -169,7 +169,7 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
 
 def _listen(args: argparse.Namespace) -> socket.socket:
     """A Unix socket only this user can open (how the supervisor runs us), or TCP for use by hand."""
-    from slipstream.engine.unix_socket import bind_private
+    from slipstream.engine.deliver.unix_socket import bind_private
 
     if args.socket:
         sock = bind_private(args.socket)

@@ -14,7 +14,7 @@ runner. This subclass of the gateway's uvicorn protocol enforces ``http`` settin
 - a request arriving while ``max_concurrency`` connections are open: 503 with Retry-After;
 - a response whose bytes the client stops taking: after ``write_timeout_s`` without progress the
   connection is reset, which cancels (and bills) a relayed stream. Lent streams are written by
-  the runner, which is told the same limit (``handoff_wire.py``).
+  the runner, which is told the same limit (``protocol/handoff.py``).
 
 Answers are OpenAI error envelopes with ``connection: close``. The client's remaining bytes are
 then read and dropped for a moment, so that it can finish sending and read the answer (closing

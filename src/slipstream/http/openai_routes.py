@@ -17,8 +17,9 @@ from slipstream.errors import ModelNotFound
 from slipstream.http.auth import model_key_principal
 from slipstream.http.bodies import read_json
 from slipstream.http.lending import lendable_socket
+from slipstream.http.lent_stream import LentStreamResponse
 from slipstream.http.responses import json_response
-from slipstream.http.sse import SSE_HEADERS
+from slipstream.protocol.sse import SSE_HEADERS
 from slipstream.services import Services
 from slipstream.serving.chat import PreparedCall
 
@@ -56,9 +57,9 @@ def build_openai_routes(services: Services) -> list[Route]:
         if prepared.call.request.wants_stream:
             lendable = lendable_socket(request.scope) if services.settings.engine.lend_client_sockets else None
             if lendable is not None:
-                lent = await services.chat.open_lent_stream(prepared, *lendable)
+                lent = await services.chat.open_lent_stream(prepared)
                 if lent is not None:
-                    return lent
+                    return LentStreamResponse(lent, *lendable)
             stream = await services.chat.open_stream(prepared)
             return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
         return json_response(await services.chat.complete(prepared))

@@ -4,18 +4,13 @@ Strict types (a string is not a number), OpenAI's ranges, and unknown fields kep
 ``model_extra`` so each provider can decide whether it can honour them: a parameter that
 cannot be honoured is rejected by name, never silently dropped.
 
-Three kinds of parameter, one contract for every provider (``Provider.check``):
-
-- the OpenAI core fields below shape the answer and go to every provider;
-- ``BOOKKEEPING_PARAMS`` change nothing in the answer, only the upstream account's side
-  (retention, service tier and its price, abuse tracking, cache routing). A provider passes on
-  only those it lists in ``forwarded_bookkeeping``; the others are dropped before the call and
-  named in the ``x-slipstream-dropped-params`` response header;
-- anything else is a provider's own knob (``Provider.extra_params``, such as the local
-  runner's ``top_k``) or a 400 ``unsupported_parameter`` naming it.
-
-The local runner's own list (``engine/params.py``: KNOWN and HARMLESS) accepts exactly these
-fields plus the local provider's extras; a unit test keeps the two lists equal.
+The fields are the request contract's ``CORE_PARAMS`` and ``BOOKKEEPING_PARAMS``
+(``protocol/contract.py``, which the runner checks against too; a unit test keeps this model's
+fields equal to them). A bookkeeping parameter a provider does not list in
+``forwarded_bookkeeping`` is dropped before the call and named in the
+``x-slipstream-dropped-params`` response header; anything else is a provider's own knob
+(``Provider.extra_params``, such as the local runner's ``top_k``) or a 400
+``unsupported_parameter`` naming it (``Provider.check``).
 """
 
 from __future__ import annotations
@@ -25,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from slipstream.errors import InvalidRequest
+from slipstream.protocol.contract import BOOKKEEPING_PARAMS
 
 
 class TextPart(BaseModel):
@@ -56,8 +52,6 @@ class StreamOptions(BaseModel):
 
 
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
-
-BOOKKEEPING_PARAMS = frozenset({"user", "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier"})
 
 
 class ChatCompletionRequest(BaseModel):

@@ -17,6 +17,7 @@ from typing import Any, Final, Protocol
 from slipstream.catalog import ModelEntry
 from slipstream.errors import InvalidRequest
 from slipstream.protocol.chat import ChatCompletionRequest
+from slipstream.protocol.chunks import ChunkIdentity
 
 
 class _Heartbeat:
@@ -43,17 +44,8 @@ class ChatCall:
     dropped: tuple[str, ...] = ()  # bookkeeping parameters not passed on (``x-slipstream-dropped-params``)
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkIdentity:
-    """What every chunk of a response carries: our id, our creation time, the client's model name."""
-
-    id: str
-    created: int
-    model: str
-
-
 class LentStream(Protocol):
-    """A stream whose body a local runner writes to the client's own socket (``handoff_wire.py``)."""
+    """A stream whose body a local runner writes to the client's own socket (``protocol/handoff.py``)."""
 
     def lend(self, fd: int, write_timeout_s: float) -> None: ...
 
@@ -69,7 +61,7 @@ class Provider(ABC):
 
     #: parameters beyond the OpenAI core that this provider honours
     extra_params: frozenset[str] = frozenset()
-    #: bookkeeping parameters (``protocol.chat.BOOKKEEPING_PARAMS``) passed on; the rest are dropped
+    #: bookkeeping parameters (``protocol.contract.BOOKKEEPING_PARAMS``) passed on; the rest are dropped
     forwarded_bookkeeping: frozenset[str] = frozenset()
 
     def check(self, request: ChatCompletionRequest) -> tuple[str, ...]:

@@ -11,18 +11,20 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from slipstream.catalog import ModelEntry
-from slipstream.engine.exit_cause import describe_serving_exit
-from slipstream.engine.handoff_client import HandoffConnection
-from slipstream.engine.supervisor import Runner, Supervisor
 from slipstream.errors import ModelUnavailable
-from slipstream.providers.base import HEARTBEAT, ChatCall, ChunkIdentity, LentStream, Provider, StreamEvent
+from slipstream.protocol.chunks import ChunkIdentity
+from slipstream.protocol.contract import LOCAL_PARAMS
+from slipstream.providers.base import HEARTBEAT, ChatCall, LentStream, Provider, StreamEvent
 from slipstream.providers.openai_compat import upstream_payload
+from slipstream.runners.exit_cause import describe_serving_exit
+from slipstream.runners.handoff_client import HandoffConnection
+from slipstream.runners.supervisor import Runner, Supervisor
 
 HEARTBEAT_INTERVAL_S = 1.0
 
 
 class LocalProvider(Provider):
-    extra_params = frozenset({"top_k", "min_p", "repeat_penalty", "ignore_eos"})
+    extra_params = LOCAL_PARAMS
 
     def __init__(self, entry: ModelEntry, supervisor: Supervisor) -> None:
         self._entry = entry

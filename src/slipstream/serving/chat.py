@@ -18,13 +18,14 @@ from typing import Any
 from slipstream.auth.principal import Principal
 from slipstream.catalog import Catalog
 from slipstream.errors import ModelNotFound, SlipstreamError
-from slipstream.http.sse import DONE, KEEPALIVE, encode_event
 from slipstream.ledger.recorder import UsageRecorder
 from slipstream.observability.metrics import Metrics
 from slipstream.protocol.chat import parse_chat_request
-from slipstream.providers.base import HEARTBEAT, ChatCall, ChunkIdentity, Provider, StreamEvent
+from slipstream.protocol.chunks import ChunkIdentity, ChunkShaper
+from slipstream.protocol.sse import DONE, KEEPALIVE, encode_event
+from slipstream.providers.base import HEARTBEAT, ChatCall, Provider, StreamEvent
 from slipstream.providers.registry import ProviderRegistry
-from slipstream.serving.lent_stream import LentStreamResponse
+from slipstream.serving.lent_stream import LentStreamCall
 from slipstream.serving.metering import UsageMeter
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class ChatService:
         self._providers = providers
         self._recorder = recorder
         self._metrics = metrics
+        self._closing: set[asyncio.Future[Any]] = set()  # upstream streams being closed after their relay
 
     def prepare(self, principal: Principal, body: Any, request_id: str) -> PreparedCall:
         request = parse_chat_request(body)
@@ -74,16 +76,14 @@ class ChatService:
         result["model"] = call.entry.id
         return result
 
-    async def open_lent_stream(
-        self, prepared: PreparedCall, transport: asyncio.Transport, fd: int
-    ) -> LentStreamResponse | None:
+    async def open_lent_stream(self, prepared: PreparedCall) -> LentStreamCall | None:
         """A stream the model's process writes to the client's socket; None: use ``open_stream``."""
         meter = self._meter(prepared, stream=True)
         call = prepared.call
         identity = ChunkIdentity(f"chatcmpl-{call.request_id}", int(time.time()), call.entry.id)
         async with _failure_settled(meter):
             lent = await prepared.provider.lend_stream(call, identity)
-        return None if lent is None else LentStreamResponse(lent, transport, fd, meter)
+        return None if lent is None else LentStreamCall(lent, meter)
 
     async def open_stream(self, prepared: PreparedCall) -> AsyncIterator[bytes]:
         """Start the stream; raises before returning if the provider fails before its first event."""
@@ -101,7 +101,12 @@ class ChatService:
         events: AsyncIterator[StreamEvent],
     ) -> AsyncIterator[bytes]:
         call = prepared.call
-        shaper = ChunkShaper(call)
+        options = call.request.stream_options
+        shaper = ChunkShaper(
+            ChunkIdentity(f"chatcmpl-{call.request_id}", int(time.time()), call.entry.id),
+            include_usage=bool(options and options.include_usage),
+            continuous=bool(options and options.continuous_usage_stats),
+        )
         try:
             event = first
             while event is not None:
@@ -131,7 +136,9 @@ class ChatService:
         finally:
             closer = getattr(events, "aclose", None)
             if closer is not None:
-                task = asyncio.ensure_future(closer())
+                task = asyncio.ensure_future(closer())  # kept until done: a loop holds tasks weakly
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
                 task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
@@ -151,35 +158,3 @@ def _has_output(chunk: dict[str, Any]) -> bool:
         if delta.get("content") or delta.get("tool_calls"):
             return True
     return False
-
-
-class ChunkShaper:
-    """Gives upstream chunks our id, the client's model name and the usage fields it asked for."""
-
-    __slots__ = ("_continuous", "_created", "_id", "_include_usage", "_model")
-
-    def __init__(self, call: ChatCall) -> None:
-        options = call.request.stream_options
-        self._id = f"chatcmpl-{call.request_id}"
-        self._model = call.entry.id
-        self._created = int(time.time())
-        self._include_usage = bool(options and options.include_usage)
-        self._continuous = bool(options and options.continuous_usage_stats)
-
-    def shape(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
-        is_usage_only = not chunk.get("choices")
-        if is_usage_only and not (self._include_usage and chunk.get("usage")):
-            return None
-        chunk["id"] = self._id
-        chunk["object"] = "chat.completion.chunk"
-        chunk["created"] = self._created
-        chunk["model"] = self._model
-        chunk.setdefault("system_fingerprint", None)
-        if not is_usage_only:
-            if self._include_usage and not self._continuous:
-                chunk["usage"] = None
-            elif not self._continuous:
-                chunk.pop("usage", None)
-            for choice in chunk["choices"]:
-                choice.setdefault("logprobs", None)
-        return chunk

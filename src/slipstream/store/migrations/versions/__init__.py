@@ -1,1 +1,4 @@
-"""Alembic revisions, oldest first."""
+"""Alembic revisions, oldest first.
+
+- ``r0001_initial``  model access keys, the usage ledger and server state.
+"""

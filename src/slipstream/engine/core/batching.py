@@ -23,10 +23,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from slipstream.engine.jobs import ChoiceDelta, Event, Job, JobDone, JobFailed, SeqState, Sequence
-from slipstream.engine.llama_backend import LlamaModel, TokenBatch
-from slipstream.engine.sampling import logprobs_at
-from slipstream.engine.slots import Admission, SlotTable
+from slipstream.engine.core.jobs import ChoiceDelta, Event, Job, JobDone, JobFailed, SeqState, Sequence
+from slipstream.engine.core.llama_backend import LlamaModel, TokenBatch
+from slipstream.engine.core.sampling import logprobs_at
+from slipstream.engine.core.slots import Admission, SlotTable
 
 log = logging.getLogger("slipstream.engine")
 

@@ -13,7 +13,7 @@ import socket
 import threading
 from typing import Any
 
-from slipstream.engine.handoff_wire import encode_line
+from slipstream.protocol.handoff import encode_line
 
 
 class ReportChannel:

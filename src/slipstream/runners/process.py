@@ -21,9 +21,9 @@ from typing import Any
 
 import orjson
 
-from slipstream.engine.exit_cause import DOCTOR_HINT, describe_start_failure
-from slipstream.engine.stderr_tail import StderrTail
 from slipstream.errors import ModelUnavailable
+from slipstream.runners.exit_cause import DOCTOR_HINT, describe_start_failure
+from slipstream.runners.stderr_tail import StderrTail
 
 log = logging.getLogger(__name__)
 READY_MARKER = b"SLIPSTREAM_RUNNER_READY "
@@ -73,8 +73,9 @@ class StartedRunner:
     info: dict[str, Any]
     startup_s: float
     socket: str | None = None
-    handoff: str | None = None  # where the runner takes lent client sockets (handoff_wire.py)
+    handoff: str | None = None  # where the runner takes lent client sockets (protocol/handoff.py)
     stderr: StderrTail | None = None  # forwards the runner's stderr for as long as it lives
+    stdout: asyncio.Task[None] | None = None  # reads the runner's stdout after READY, so its pipe never fills
 
     @property
     def base_url(self) -> str:
@@ -123,10 +124,11 @@ async def spawn_runner(spec: RunnerSpec, timeout_s: float) -> StartedRunner:
         await stop_process(proc)
         stderr.cancel()
         raise
-    asyncio.get_running_loop().create_task(_drain(proc.stdout))
+    drain = asyncio.get_running_loop().create_task(_drain(proc.stdout))  # held here: the loop holds tasks weakly
     return StartedRunner(
-        proc, int(info["port"]), info, time.perf_counter() - started, info.get("socket"), info.get("handoff"), stderr
-    )
+        proc, int(info["port"]), info, time.perf_counter() - started, info.get("socket"), info.get("handoff"), stderr,
+        drain,
+    )  # fmt: skip
 
 
 async def _drain(stream: asyncio.StreamReader) -> None:

@@ -1,7 +1,8 @@
 """Validate an OpenAI chat-completions body into a ``ChatRequest``, or raise a 400 naming the param.
 
 Nothing is silently dropped: a field we cannot honour is an ``unsupported_parameter`` error,
-and an unknown field is rejected by name. Only a few harmless bookkeeping fields pass.
+and an unknown field is rejected by name. Which fields exist is the request contract
+(``protocol/contract.py``) that the gateway checks against too; bookkeeping fields pass unused.
 """
 
 from __future__ import annotations
@@ -11,22 +12,12 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from slipstream.engine.core.sampling import SamplingParams
 from slipstream.engine.errors import invalid, unsupported
-from slipstream.engine.sampling import SamplingParams
-from slipstream.engine.schema_limits import check_schema_limits
+from slipstream.engine.prepare.schema_limits import check_schema_limits
 from slipstream.errors import ContextLengthExceeded
+from slipstream.protocol.contract import LOCAL_ACCEPTED
 
-HARMLESS = frozenset(
-    {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prompt_cache_key", "safety_identifier"}
-)
-KNOWN = frozenset(
-    {
-        "model", "messages", "stream", "stream_options", "n", "max_tokens", "max_completion_tokens",
-        "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty",
-        "frequency_penalty", "logit_bias", "seed", "stop", "logprobs", "top_logprobs",
-        "response_format", "tools", "tool_choice", "ignore_eos",
-    }
-)  # fmt: skip
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_TOOLS = 128  # as OpenAI; each tool's schema adds to the one grammar of a tool call
@@ -96,7 +87,7 @@ def parse_chat_request(body: Any, *, default_model: str, max_n: int, n_vocab: in
     if not isinstance(body, dict):
         raise invalid(None, "the request body must be a JSON object", "invalid_type")
     for key, value in body.items():
-        if value is not None and key not in KNOWN and key not in HARMLESS:  # null means "not set"
+        if value is not None and key not in LOCAL_ACCEPTED:  # null means "not set"
             raise unsupported(key, f"Unrecognized request argument supplied: {key}")
     model = body.get("model", default_model)
     if not isinstance(model, str):

@@ -14,8 +14,8 @@ from typing import Any
 import llama_cpp as lc
 import numpy as np
 
+from slipstream.engine.core.llama_backend import LlamaModel
 from slipstream.engine.errors import invalid
-from slipstream.engine.llama_backend import LlamaModel
 
 _NEG_INF = float("-inf")
 

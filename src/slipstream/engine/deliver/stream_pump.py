@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
-
-from slipstream.engine.direct_stream import DirectWriter, RawBytes
-from slipstream.engine.jobs import ChoiceDelta, Job, JobDone, JobFailed
-from slipstream.engine.responses import ChunkWriter, logprob_items, piece_delta
-from slipstream.engine.service import RunnerState
-from slipstream.engine.tool_calls import ChoiceOutput
+from slipstream.engine.core.jobs import ChoiceDelta, Job, JobDone, JobFailed
+from slipstream.engine.deliver.direct_stream import DirectWriter, RawBytes
+from slipstream.engine.deliver.responses import logprob_items, piece_delta
+from slipstream.engine.deliver.tool_calls import ChoiceOutput
+from slipstream.engine.prepare.service import RunnerState
+from slipstream.protocol.chunks import ChunkWriter
+from slipstream.protocol.sse import encode_event
 from slipstream.protocol.usage import usage
 
 
@@ -113,7 +113,7 @@ async def pump(
         if not started:
             started = True
             role = {"role": "assistant", "content": ""}
-            data += [sse(chunks.chunk(i, role, usage=running_usage())) for i in range(job.n)]
+            data += [encode_event(chunks.chunk(i, role, usage=running_usage())) for i in range(job.n)]
         for ev in events:
             if isinstance(ev, RawBytes):  # the rest of a direct write: already framed, goes first
                 out.write_raw(ev)
@@ -122,7 +122,7 @@ async def pump(
             else:
                 if isinstance(ev, JobDone) and shape.include_usage:
                     use = usage(ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens)
-                    data.append(sse(chunks.usage_chunk(use)))
+                    data.append(encode_event(chunks.usage_chunk(use)))
                 if data:
                     await out.write(b"".join(data))
                 end: JobDone | JobFailed = ev
@@ -151,17 +151,13 @@ def _delta_events(
     lp = logprob_items(state.model, ev.logprobs) if ev.logprobs else None
     out = []
     for piece in pieces:
-        out.append(sse(chunks.chunk(i, piece_delta(piece), logprobs=lp, usage=running_usage())))
+        out.append(encode_event(chunks.chunk(i, piece_delta(piece), logprobs=lp, usage=running_usage())))
         lp = None
     if pieces and clock is not None:
         clock.tick(sum(ch.tokens))
     if not pieces and (lp is not None or (continuous and ev.finish_reason is None)):
-        out.append(sse(chunks.chunk(i, {"content": ""}, logprobs=lp, usage=running_usage())))
+        out.append(encode_event(chunks.chunk(i, {"content": ""}, logprobs=lp, usage=running_usage())))
     if ev.finish_reason is not None:
         reason = ch.finish_reason(i, ev.finish_reason)
-        out.append(sse(chunks.chunk(i, {}, finish_reason=reason, usage=running_usage())))
+        out.append(encode_event(chunks.chunk(i, {}, finish_reason=reason, usage=running_usage())))
     return out
-
-
-def sse(data: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(data) + b"\n\n"

@@ -12,7 +12,7 @@ import asyncio
 import os
 from collections.abc import Callable
 
-from slipstream.engine.direct_stream import RawBytes
+from slipstream.engine.deliver.direct_stream import RawBytes
 
 _HIGH_WATER = 256 * 1024
 

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from slipstream.engine.jobs import ChoiceDelta, Event, Job
+from slipstream.engine.core.jobs import ChoiceDelta, Event, Job
 
 
 class RawBytes(bytes):

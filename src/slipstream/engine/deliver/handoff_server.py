@@ -1,4 +1,4 @@
-"""The runner's side of the socket hand-off (protocol: ``handoff_wire.py``).
+"""The runner's side of the socket hand-off (protocol: ``protocol/handoff.py``).
 
 The runner writes the stream's body, HTTP/1.1 chunks of SSE events, to the client's own
 socket: from the engine thread while the socket keeps up (``DirectWriter``), else from the
@@ -16,18 +16,18 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from slipstream.engine.direct_stream import DirectWriter
+from slipstream.engine.core.jobs import Job, JobDone, JobFailed
+from slipstream.engine.deliver.direct_stream import DirectWriter
+from slipstream.engine.deliver.lent_socket import ClientGone, LentSocket
+from slipstream.engine.deliver.report_channel import ReportChannel
+from slipstream.engine.deliver.stream_pump import OutputClock, StreamShape, pump
+from slipstream.engine.deliver.unix_socket import bind_private
 from slipstream.engine.errors import invalid
-from slipstream.engine.handoff_wire import read_request, receive_socket
-from slipstream.engine.jobs import Job, JobDone, JobFailed
-from slipstream.engine.lent_socket import ClientGone, LentSocket
-from slipstream.engine.params import parse_chat_request
-from slipstream.engine.report_channel import ReportChannel
-from slipstream.engine.responses import ChunkWriter
-from slipstream.engine.service import RunnerState
-from slipstream.engine.stream_pump import OutputClock, StreamShape, pump
-from slipstream.engine.unix_socket import bind_private
+from slipstream.engine.prepare.params import parse_chat_request
+from slipstream.engine.prepare.service import RunnerState
 from slipstream.errors import SlipstreamError
+from slipstream.protocol.chunks import ChunkIdentity, ChunkWriter
+from slipstream.protocol.handoff import read_request, receive_socket
 from slipstream.protocol.usage import usage
 
 log = logging.getLogger("slipstream.engine.handoff")
@@ -131,7 +131,7 @@ class _Handoff:
             if not req.stream:
                 raise invalid("stream", "Only streams are handed off.")
             self._shape = StreamShape(
-                ChunkWriter(str(message["id"]), int(message["created"]), str(message["model"]),
+                ChunkWriter(ChunkIdentity(str(message["id"]), int(message["created"]), str(message["model"])),
                             usage_key=req.include_usage or req.continuous_usage),
                 req.tool_choice != "none", req.include_usage, req.continuous_usage,
             )  # fmt: skip

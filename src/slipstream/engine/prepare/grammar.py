@@ -12,10 +12,10 @@ import json
 from typing import Any
 
 from slipstream.engine.errors import invalid
-from slipstream.engine.grammar_limits import check_gbnf
-from slipstream.engine.params import ChatRequest, Tool
-from slipstream.engine.prompt import TOOL_CLOSE, TOOL_OPEN
-from slipstream.engine.schema_support import enforceable
+from slipstream.engine.prepare.grammar_limits import check_gbnf
+from slipstream.engine.prepare.params import ChatRequest, Tool
+from slipstream.engine.prepare.prompt import TOOL_CLOSE, TOOL_OPEN
+from slipstream.engine.prepare.schema_support import enforceable
 
 # the converter's string rule admits raw control characters, which strict JSON parsers reject
 _LOOSE_CHAR = 'char ::= [^"\\\\] |'
@@ -31,7 +31,7 @@ def schema_grammar(
     ``schema`` has passed ``schema_limits.check_schema_limits`` (in ``params.py``)."""
     from llama_cpp.llama_grammar import JSON_GBNF
 
-    from slipstream.engine.gbnf_converter import json_schema_to_gbnf
+    from slipstream.engine.prepare.gbnf_converter import json_schema_to_gbnf
 
     if not schema or schema == {"type": "object"}:
         return str(JSON_GBNF)

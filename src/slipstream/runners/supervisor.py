@@ -27,11 +27,11 @@ import psutil
 
 from slipstream.catalog import ModelEntry, resolve_gguf
 from slipstream.config import EngineSettings
-from slipstream.engine.backoff import StartBackoff, retry_after
-from slipstream.engine.exit_cause import describe_exit
-from slipstream.engine.process import RunnerSpec, RunnerStartFailed, StartedRunner, spawn_runner, stop_process
 from slipstream.errors import ModelUnavailable
-from slipstream.providers.openai_compat import OpenAICompatClient, new_session
+from slipstream.runners.backoff import StartBackoff, retry_after
+from slipstream.runners.exit_cause import describe_exit
+from slipstream.runners.process import RunnerSpec, RunnerStartFailed, StartedRunner, spawn_runner, stop_process
+from slipstream.upstream.client import OpenAICompatClient, new_session
 
 log = logging.getLogger(__name__)
 SpawnFn = Callable[[RunnerSpec, float], Awaitable[StartedRunner]]

@@ -1,4 +1,4 @@
-"""The gateway's side of the socket hand-off (protocol: ``handoff_wire.py``)."""
+"""The gateway's side of the socket hand-off (protocol: ``protocol/handoff.py``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from slipstream.engine.handoff_wire import LineReader, encode_request, lend_socket
 from slipstream.errors import ModelUnavailable, SlipstreamError, UpstreamError, from_envelope
+from slipstream.protocol.handoff import LineReader, encode_request, lend_socket
 
 
 class HandoffConnection:

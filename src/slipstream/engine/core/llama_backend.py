@@ -16,7 +16,7 @@ from typing import Any
 import llama_cpp as lc
 import numpy as np
 
-from slipstream.engine.threadpool import Threadpool
+from slipstream.engine.core.threadpool import Threadpool
 
 _LOG_ERROR = 4  # ggml_log_level GGML_LOG_LEVEL_ERROR
 _KV_TYPES = {"f16": 1, "q8_0": 8}  # ggml_type ids

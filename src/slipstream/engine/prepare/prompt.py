@@ -21,7 +21,7 @@ from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from slipstream.engine.errors import internal, invalid
-from slipstream.engine.params import Tool
+from slipstream.engine.prepare.params import Tool
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"

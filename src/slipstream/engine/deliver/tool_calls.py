@@ -13,7 +13,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from slipstream.engine.prompt import TOOL_CLOSE, TOOL_OPEN
+from slipstream.engine.prepare.prompt import TOOL_CLOSE, TOOL_OPEN
 
 _HEADER = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*')
 

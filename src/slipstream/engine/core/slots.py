@@ -24,8 +24,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from slipstream.engine.core.jobs import Job
 from slipstream.engine.errors import overloaded
-from slipstream.engine.jobs import Job
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from slipstream.engine.sampling import SeqSampler, TokenLogprob
-from slipstream.engine.textstream import TextStream
+from slipstream.engine.core.sampling import SeqSampler, TokenLogprob
+from slipstream.engine.core.textstream import TextStream
 
 
 @dataclass(slots=True)

@@ -17,19 +17,21 @@ import orjson
 import psutil
 from aiohttp import web
 
-from slipstream.engine.direct_stream import DirectWriter, RawBytes, write_raw
+from slipstream.engine.core.jobs import ChoiceDelta, Job, JobDone, JobFailed
+from slipstream.engine.deliver.direct_stream import DirectWriter, RawBytes, write_raw
+from slipstream.engine.deliver.responses import completion_id, logprob_items, tool_call_dict
+from slipstream.engine.deliver.stream_pump import Choices, StreamShape, pump
 from slipstream.engine.errors import internal, invalid
-from slipstream.engine.jobs import ChoiceDelta, Job, JobDone, JobFailed
-from slipstream.engine.params import parse_chat_request
-from slipstream.engine.responses import ChunkWriter, choice, completion, completion_id, logprob_items
-from slipstream.engine.service import RunnerState
-from slipstream.engine.stream_pump import Choices, StreamShape, pump, sse
+from slipstream.engine.prepare.params import parse_chat_request
+from slipstream.engine.prepare.service import RunnerState
 from slipstream.errors import ModelNotFound, SlipstreamError, from_envelope
+from slipstream.protocol.chunks import ChunkIdentity, ChunkWriter, choice, completion
+from slipstream.protocol.sse import DONE, SSE_HEADERS, encode_event
 from slipstream.protocol.usage import usage
 
 STATE = web.AppKey("state", RunnerState)
 log = logging.getLogger("slipstream.engine.http")
-SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+STREAM_HEADERS = {"Content-Type": "text/event-stream", **SSE_HEADERS}
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -108,7 +110,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     tools = req.tool_choice != "none"
     try:
         if req.stream:
-            shape = StreamShape(ChunkWriter(completion_id(), int(time.time()), req.model), tools,
+            shape = StreamShape(ChunkWriter(ChunkIdentity(completion_id(), int(time.time()), req.model)), tools,
                                 req.include_usage, req.continuous_usage)  # fmt: skip
             return await _stream(request, state, job, shape)
         return await _collect(state, job, req.model, tools)
@@ -120,7 +122,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def _collect(state: RunnerState, job: Job, model: str, tools: bool) -> web.Response:
-    rid, created = completion_id(), int(time.time())
+    identity = ChunkIdentity(completion_id(), int(time.time()), model)
     ch = Choices(job.n, tools)
     logprobs: list[list[dict[str, Any]]] = [[] for _ in range(job.n)]
     while True:
@@ -138,14 +140,14 @@ async def _collect(state: RunnerState, job: Job, model: str, tools: bool) -> web
                 continue
             choices = []
             for i, out in enumerate(ch.outputs):
-                calls = [out.call] if out.call is not None else []
+                calls = [tool_call_dict(out.call)] if out.call is not None else []
                 content: str | None = out.content
                 if calls and not out.content.strip():
                     content = None
                 lp = logprobs[i] if job.top_logprobs is not None else None
                 choices.append(choice(i, content, calls, ch.finish[i], lp))
             use = usage(ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens, details=True)
-            return json_response(completion(rid, created, model, choices, use))
+            return json_response(completion(identity, choices, use))
 
 
 class _ResponseOut:
@@ -170,7 +172,7 @@ class _ResponseOut:
 
 
 async def _stream(request: web.Request, state: RunnerState, job: Job, shape: StreamShape) -> web.StreamResponse:
-    resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
+    resp = web.StreamResponse(status=200, headers=STREAM_HEADERS)
     await resp.prepare(request)
     direct: DirectWriter | None = job.direct
     if direct is not None and resp.headers.get("Transfer-Encoding") != "chunked":
@@ -178,9 +180,9 @@ async def _stream(request: web.Request, state: RunnerState, job: Job, shape: Str
         direct = None
     end = await pump(state, job, shape, _ResponseOut(request, resp), direct)
     if isinstance(end, JobDone):
-        await resp.write(b"data: [DONE]\n\n")
+        await resp.write(DONE)
     else:
-        await resp.write(sse(internal(end.message).envelope()))
+        await resp.write(encode_event(internal(end.message).envelope()))
     await resp.write_eof()
     return resp
 

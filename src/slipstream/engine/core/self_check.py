@@ -3,7 +3,7 @@
 A llama.cpp build can load a model fine and still die on its first batched matmul (AMX kernels
 from ``-march=native`` segfault on some CPUs). Caught at the first request, that is a dropped
 connection and a bare 503; caught here, the runner dies before READY and the supervisor reports
-why (``exit_cause.py``) and backs off. So the runner prefills one short prompt in a single batch
+why (``runners/exit_cause.py``) and backs off. So the runner prefills one short prompt in a single batch
 and decodes three tokens through the same engine code as a request (``Engine.run_inline``: the
 same admission, batch, decode and C sampler chain, on the engine thread itself), then forgets
 it: no slot keeps its KV and no counter shows it. On the default model it costs a few tens of milliseconds.
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the engine imports llama_cpp; tests read the constants here without loading it
-    from slipstream.engine.batching import Engine
-    from slipstream.engine.llama_backend import LlamaModel, TokenBatch
+    from slipstream.engine.core.batching import Engine
+    from slipstream.engine.core.llama_backend import LlamaModel, TokenBatch
 
 FAULT_ENV = "SLIPSTREAM_TEST_RUNNER_SELF_CHECK_FAULT"
 FAULTS = ("segv", "segv-after-ready")
@@ -78,8 +78,8 @@ def _crash_on_decode(model: LlamaModel) -> None:
 
 def run(engine: Engine, n_ctx: int, fault: str | None = None) -> SelfCheckResult:
     """On the engine thread before its loop (``engine.start(first=...)``); raises ``SelfCheckFailed``."""
-    from slipstream.engine.jobs import ChoiceDelta, Job, JobDone, JobFailed
-    from slipstream.engine.sampling import SamplingParams, SeqSampler
+    from slipstream.engine.core.jobs import ChoiceDelta, Job, JobDone, JobFailed
+    from slipstream.engine.core.sampling import SamplingParams, SeqSampler
 
     model = engine.model
     started = time.perf_counter()

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from slipstream.engine.batching import Engine
-from slipstream.engine.grammar import request_grammar
-from slipstream.engine.jobs import Job
-from slipstream.engine.llama_backend import LlamaModel
-from slipstream.engine.params import ChatRequest, context_error
-from slipstream.engine.prompt import PromptRenderer
-from slipstream.engine.sampling import SeqSampler, check_grammar
+from slipstream.engine.core.batching import Engine
+from slipstream.engine.core.jobs import Job
+from slipstream.engine.core.llama_backend import LlamaModel
+from slipstream.engine.core.sampling import SeqSampler, check_grammar
+from slipstream.engine.prepare.grammar import request_grammar
+from slipstream.engine.prepare.params import ChatRequest, context_error
+from slipstream.engine.prepare.prompt import PromptRenderer
 
 
 @dataclass
