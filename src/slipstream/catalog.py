@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import time
 from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
@@ -144,7 +143,3 @@ class Catalog:
 
     def __contains__(self, model_id: object) -> bool:
         return model_id in self._by_id
-
-
-def now_epoch() -> int:
-    return int(time.time())

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from slipstream.catalog import ModelEntry
-from slipstream.engine.supervisor import Supervisor
 from slipstream.errors import ModelUnavailable
 from slipstream.providers.base import Provider
+from slipstream.runners.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,6 @@ class ProviderRegistry:
     def load_plugins(self) -> None:
         for ep in entry_points(group="slipstream.providers"):
             self._factories.setdefault(ep.name, ep.load())
-
-    def names(self) -> list[str]:
-        return sorted(self._factories)
 
     def for_entry(self, entry: ModelEntry) -> Provider:
         provider = self._instances.get(entry.id)
