@@ -45,10 +45,16 @@ class Seen:
 
 
 async def call(
-    session: aiohttp.ClientSession, server: LiveServer, key: str, model: str, stream: bool, seen: Seen
+    session: aiohttp.ClientSession,
+    server: LiveServer,
+    key: str,
+    model: str,
+    stream: bool,
+    seen: Seen,
+    local_tokens: int = 400,
 ) -> None:
     body: dict[str, object] = {"model": model, "messages": [{"role": "user", "content": "Count to fifty."}]}
-    body |= {"max_tokens": 400, "ignore_eos": True} if model == LOCAL else {"max_tokens": 8}
+    body |= {"max_tokens": local_tokens, "ignore_eos": True} if model == LOCAL else {"max_tokens": 8}
     body |= {"stream": True} if stream else {}
     headers = {"Authorization": f"Bearer {key}"}
     async with session.post(f"{server.base_url}/v1/chat/completions", json=body, headers=headers) as resp:
@@ -82,8 +88,8 @@ async def test_sigterm_mid_load_drains_and_records_every_row(upstream_port: int,
     seen = Seen()
     with run_server(tmp_path / "data", config) as server:
         key = server.create_key("drain")[1]
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-            await call(session, server, key, LOCAL, True, seen)  # cold start: a runner to stop later
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+            await call(session, server, key, LOCAL, True, seen, local_tokens=8)  # cold start: a runner to stop later
             runner, socket_dir = runner_of(server)
             assert socket_dir.is_dir()
 
@@ -99,7 +105,7 @@ async def test_sigterm_mid_load_drains_and_records_every_row(upstream_port: int,
                 await asyncio.sleep(TERM_AFTER_S)
                 server.process.send_signal(signal.SIGTERM)
 
-            await asyncio.wait_for(asyncio.gather(terminate(), *(client(i) for i in range(CLIENTS))), 60)
+            await asyncio.wait_for(asyncio.gather(terminate(), *(client(i) for i in range(CLIENTS))), 90)
         code = await asyncio.to_thread(server.process.wait, 30)
         output = "".join(server.output)
         assert code == 0, output
