@@ -43,6 +43,7 @@ and the per-round ratios slipstream-native/llama-server-native and slipstream/sl
 
 Then:
 
+    python bench/engine.py --scenario chat --preset 8x4   # chat traffic instead (chat_traffic.py; --help)
     python bench/engine.py            # c=1,2,4,8, 5 rounds: about 7 minutes on 2 cores
     python bench/engine.py --contenders slipstream,llama-server --rounds 9 --max-tokens 256
     python bench/engine.py --contenders slipstream,llama-server --native-baseline --concurrency 1,8
@@ -275,6 +276,13 @@ def _run(coro: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["--scenario", "chat"]:  # multi-turn chat traffic (issue 11): its own options
+        from chat_traffic import main as chat_main
+
+        return chat_main(argv[2:])
+    if argv[:2] == ["--scenario", "decode"]:
+        argv = argv[2:]
     args = parse_args(argv)
     install_sigterm_handler()
     if args.setup_llama_cpp_python:

@@ -1,0 +1,162 @@
+"""The chat-traffic scenario's prompts and its client for one conversation turn.
+
+Prompts are generated here from a seed: deterministic pseudo-random English-like text built from a
+small word list written for this benchmark. A system prompt is one application's; questions are
+short and differ per round, user and turn, so that only the system prompt (and a user's own earlier
+turns) can be served from a server's cache.
+
+Each turn is a streaming chat completion with ``temperature: 0``, a fixed ``seed``, no
+``ignore_eos`` and ``stream_options.include_usage``. Cached prompt tokens come from
+``usage.prompt_tokens_details.cached_tokens`` when the server sends it, else from llama-server's
+``timings.cache_n``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from engine_client import Target
+
+_WORD_TEXT = (
+    "the a an of to in for on with by from about into over after before under between during "
+    "customer order account invoice payment delivery product service support ticket request refund "
+    "policy team manager report schedule meeting project budget contract supplier warehouse stock "
+    "price discount member subscription plan upgrade message email phone address region office "
+    "always never usually politely clearly briefly carefully quickly kindly exactly only also "
+    "answer explain check confirm describe list suggest remind ask help keep avoid offer send "
+    "open close change cancel update review approve share follow write read find "
+    "new old small large simple short long friendly formal local main next last first other "
+    "and or but so because if when while unless although then"
+)
+WORDS = _WORD_TEXT.split()
+QUESTION_OPENERS = ("How do I", "Can you explain how to", "What happens if I", "Why does my", "When should I")
+TOKENS_PER_WORD = 1.2  # rough, for the small models this benchmark runs; the real count is reported
+
+
+def system_prompt(seed: int, app: int, tokens: int) -> str:
+    """Application ``app``'s system prompt, of about ``tokens`` tokens."""
+    rng = random.Random(f"system:{seed}:{app}")
+    words = max(8, round(tokens / TOKENS_PER_WORD))
+    sentences: list[str] = [f"You are the assistant of application {app}, a service desk."]
+    count = len(sentences[0].split())
+    while count < words:
+        n = rng.randint(8, 16)
+        sentence = " ".join(rng.choice(WORDS) for _ in range(n))
+        sentences.append(sentence[0].upper() + sentence[1:] + ".")
+        count += n
+    return " ".join(sentences)
+
+
+def question(seed: int, round_index: int, user: int, turn: int) -> str:
+    rng = random.Random(f"question:{seed}:{round_index}:{user}:{turn}")
+    body = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 9)))
+    return f"{rng.choice(QUESTION_OPENERS)} {body}?"
+
+
+@dataclass
+class Turn:
+    """One request of a conversation, as measured."""
+
+    user: int
+    app: int
+    turn: int  # 1-based
+    ok: bool
+    error: str | None = None
+    latency_s: float = 0.0
+    ttft_s: float | None = None
+    output_tokens: int = 0
+    prompt_tokens: int | None = None
+    cached_tokens: int | None = None
+    cached_source: str = "none"
+    reply: str = ""
+    retries: int = 0
+
+
+def body(target: Target, messages: list[dict[str, str]], max_tokens: int, seed: int) -> bytes:
+    """No extra_body: the decode scenario's ``ignore_eos`` (or logit_bias) is not wanted here."""
+    return orjson.dumps({
+        "model": target.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "seed": seed,
+        "stream": True, "stream_options": {"include_usage": True},
+    })  # fmt: skip
+
+
+_STALE_CONNECTION = (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)
+MAX_STALE_RETRIES = 10  # as engine_client: a pooled connection the server had closed; the clock runs on
+
+
+async def chat_turn(
+    session: aiohttp.ClientSession, target: Target, messages: list[dict[str, str]], max_tokens: int, seed: int,
+    who: tuple[int, int, int],
+) -> Turn:  # fmt: skip
+    """Stream one reply; ``who`` is (user, app, turn). Failures are returned, never raised."""
+    t0 = time.perf_counter()
+    user, app, turn = who
+    data = body(target, messages, max_tokens, seed)
+    headers = {"Content-Type": "application/json", **target.headers}
+    for retries in range(MAX_STALE_RETRIES + 1):
+        got_status = False
+        try:
+            async with session.post(target.url, data=data, headers=headers) as resp:
+                got_status = True
+                if resp.status != 200:
+                    text = (await resp.read())[:200].decode(errors="replace")
+                    return Turn(user, app, turn, False, f"HTTP {resp.status}: {text}", time.perf_counter() - t0)
+                result = await _read_stream(resp, t0, Turn(user, app, turn, False))
+                result.retries = retries
+                return result
+        except _STALE_CONNECTION as exc:
+            if got_status or retries >= MAX_STALE_RETRIES:
+                return Turn(user, app, turn, False, f"{type(exc).__name__}: {exc}"[:200], time.perf_counter() - t0)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            return Turn(user, app, turn, False, f"{type(exc).__name__}: {exc}"[:200], time.perf_counter() - t0)
+    raise AssertionError("unreachable")
+
+
+async def _read_stream(resp: aiohttp.ClientResponse, t0: float, out: Turn) -> Turn:
+    parts: list[str] = []
+    usage: dict[str, Any] | None = None
+    timings: dict[str, Any] | None = None
+    finish = None
+    done = False
+    async for raw in resp.content:
+        line = raw.strip()
+        if not line.startswith(b"data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            done = True
+            break
+        obj = orjson.loads(payload)
+        if obj.get("error"):
+            out.error = f"error event: {str(obj['error'])[:200]}"
+            out.latency_s = time.perf_counter() - t0
+            return out
+        for choice in obj.get("choices") or []:
+            if content := (choice.get("delta") or {}).get("content"):
+                if out.ttft_s is None:
+                    out.ttft_s = time.perf_counter() - t0
+                parts.append(content)
+            finish = choice.get("finish_reason") or finish
+        usage = obj.get("usage") or usage
+        timings = obj.get("timings") or timings
+    out.latency_s = time.perf_counter() - t0
+    out.reply = "".join(parts)
+    if usage:
+        out.output_tokens = int(usage.get("completion_tokens") or 0)
+        out.prompt_tokens = usage.get("prompt_tokens")
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+        if cached is not None:
+            out.cached_tokens, out.cached_source = int(cached), "usage.prompt_tokens_details"
+    if out.cached_tokens is None and timings and timings.get("cache_n") is not None:
+        out.cached_tokens, out.cached_source = int(timings["cache_n"]), "timings.cache_n"
+    out.ok = done and finish is not None and bool(parts)
+    if not out.ok:
+        missing = [("no [DONE]", not done), ("no finish_reason", finish is None), ("no content", not parts)]
+        out.error = "incomplete stream: " + ", ".join(what for what, yes in missing if yes)
+    return out
