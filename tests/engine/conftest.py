@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from openai import OpenAI
@@ -31,10 +33,13 @@ class Runner:
 
 
 @contextmanager
-def start_runner(*extra: str, timeout: float = 60.0) -> Iterator[Runner]:
+def start_runner(*extra: str, timeout: float = 60.0, stderr: Path | None = None) -> Iterator[Runner]:
+    """A runner on a free port; its stderr goes to ``stderr`` when given (for tests that read it)."""
     cmd = [sys.executable, "-m", "slipstream.engine.runner", "--model", str(builtin_gguf_path()),
            "--model-id", "smollm2", "--port", "0", "--threads", "2", *extra]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with contextlib.ExitStack() as files:
+        err = files.enter_context(stderr.open("w")) if stderr is not None else subprocess.PIPE
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
     line: list[str] = []
     reader = threading.Thread(target=lambda: line.append(proc.stdout.readline() if proc.stdout else ""))
     reader.start()
@@ -42,8 +47,8 @@ def start_runner(*extra: str, timeout: float = 60.0) -> Iterator[Runner]:
     try:
         if not line or not line[0].startswith("SLIPSTREAM_RUNNER_READY "):
             proc.kill()
-            err = proc.stderr.read() if proc.stderr else ""
-            raise RuntimeError(f"runner did not become ready: {line!r}\n{err[-2000:]}")
+            said = stderr.read_text() if stderr is not None else proc.stderr.read() if proc.stderr else ""
+            raise RuntimeError(f"runner did not become ready: {line!r}\n{said[-2000:]}")
         ready = json.loads(line[0].split(" ", 1)[1])
         yield Runner(proc, ready["port"], ready)
     finally:

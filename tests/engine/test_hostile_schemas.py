@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from slipstream.catalog import builtin_gguf_path
+from tests.engine.conftest import start_runner
 
 QUESTION = [{"role": "user", "content": "Describe a book as JSON."}]
 SCHEMA = "response_format.json_schema.schema"
@@ -62,24 +61,8 @@ class Runner:
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
     err_path = tmp_path_factory.mktemp("hostile") / "runner.stderr"
-    cmd = [sys.executable, "-m", "slipstream.engine.runner", "--model", str(builtin_gguf_path()),
-           "--model-id", "smollm2", "--port", "0", "--threads", "2", "--parallel", "2", "--n-ctx", "2048"]  # fmt: skip
-    with err_path.open("w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
-    line: list[str] = []
-    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline() if proc.stdout else ""))
-    reader.start()
-    reader.join(60)
-    try:
-        assert line and line[0].startswith("SLIPSTREAM_RUNNER_READY "), err_path.read_text()[-2000:]
-        yield Runner(proc, json.loads(line[0].split(" ", 1)[1])["port"], err_path)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with start_runner("--parallel", "2", "--n-ctx", "2048", stderr=err_path) as started:
+        yield Runner(started.proc, started.port, err_path)
 
 
 def json_schema(schema: dict[str, Any]) -> dict[str, Any]:

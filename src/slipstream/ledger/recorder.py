@@ -137,10 +137,6 @@ class UsageRecorder:
     def pending(self) -> int:
         return len(self._pending)
 
-    @property
-    def durable(self) -> bool:
-        return self._durable
-
     async def start(self) -> None:
         if self._task is None and not self._closed:
             self._task = asyncio.create_task(self._run(), name="usage-recorder")
