@@ -217,6 +217,50 @@ def test_a_shared_system_prompt_is_reused_without_evicting_other_conversations(c
     assert cached(a_again) == a.usage.prompt_tokens - 1
 
 
+def test_more_chats_than_slots_on_one_system_prompt_all_finish_from_the_cache(runner: Runner) -> None:
+    """Six multi-turn chats on four slots: every turn ends whole, every turn after the first finds
+    the shared system prompt cached (and says so), and no request waits far beyond its turn."""
+    system = {"role": "system", "content": "You answer questions about a bicycle repair shop, briefly. " * 8}
+    users, turns, max_tokens = 6, 3, 12
+    before = status(runner)["first_token_wait_steps"]["count"]
+
+    async def chat(aclient: AsyncOpenAI, user: int) -> list[Any]:
+        messages: list[Any] = [system]
+        replies = []
+        for t in range(turns):
+            question = f"Customer {user} asks question {t}: is my {user + t} gear ok?"
+            messages.append({"role": "user", "content": question})
+            r = await aclient.chat.completions.create(
+                model="m", messages=messages, max_tokens=max_tokens, temperature=0
+            )
+            replies.append(r)
+            messages.append({"role": "assistant", "content": r.choices[0].message.content})
+        return replies
+
+    async def main() -> tuple[Any, list[list[Any]]]:
+        async with AsyncOpenAI(base_url=runner.base + "/v1", api_key="x", max_retries=0, timeout=120) as aclient:
+            first = await aclient.chat.completions.create(
+                model="m", messages=[system, {"role": "user", "content": "Hi"}], max_tokens=1, temperature=0
+            )
+            return first, await asyncio.gather(*(chat(aclient, u) for u in range(users)))
+
+    first, chats = asyncio.run(main())
+    # everything up to the end of the system turn is shared: the first prompt minus its "Hi" turn
+    shared = first.usage.prompt_tokens - 8
+    for replies in chats:
+        assert len(replies) == turns
+        for r in replies:
+            assert r.choices[0].finish_reason in ("stop", "length") and r.usage.completion_tokens <= max_tokens
+            assert shared <= r.usage.prompt_tokens_details.cached_tokens < r.usage.prompt_tokens
+    waits = status(runner)["first_token_wait_steps"]
+    assert waits["count"] - before == 1 + users * turns
+    # FIFO on 4 slots: a request waits for at most one other request per slot to end (prefill in
+    # 64-token chunks, then max_tokens), then for its own prefill
+    longest = max(r.usage.prompt_tokens for replies in chats for r in replies)
+    holding = -(-longest // 64) + max_tokens
+    assert waits["max"] <= 2 * holding + 2, waits
+
+
 def test_seed_determinism(client: OpenAI) -> None:
     def run(seed: int) -> str:
         r = client.chat.completions.create(

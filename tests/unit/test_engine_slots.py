@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from slipstream.engine.core.jobs import Job
-from slipstream.engine.core.slots import Admission, SlotTable, common_prefix, runs
+from slipstream.engine.core.slots import Admission, Move, SlotTable, common_prefix, runs
 from slipstream.errors import SlipstreamError
 
 
@@ -66,12 +66,44 @@ def test_compaction_closes_gaps_with_the_fewest_moves() -> None:
         table.slots[i].busy = True
         table.slots[i].tokens = [i] * 3
     moves = table.compaction_moves()
-    assert moves == [(7, 1)]
-    for src, dst in moves:
-        table.move(src, dst)
+    assert moves == [Move(7, 1, swap=False)], "an empty hole needs no swap"
+    for move in moves:
+        table.move(move)
     busy = {s.seq_id for s in table.slots if s.busy}
     assert busy == {0, 1, 2, 3} and runs(busy) == 1 and table.compaction_moves() == []
     assert table.slots[1].tokens == [7, 7, 7] and table.slots[7].tokens == [7, 7, 7], "the old slot stays a cache"
+
+
+def test_compaction_swaps_a_cache_that_no_other_slot_holds_out_of_the_hole() -> None:
+    table = SlotTable(4)
+    for i in range(4):
+        table.slots[i].tokens = list(range(100 * i, 100 * i + 40))
+        table.slots[i].last_used = float(i)
+    table.slots[0].busy = table.slots[2].busy = True
+    (move,) = table.compaction_moves()
+    assert move == Move(2, 1, swap=True)
+    table.move(move)
+    assert table.slots[1].busy and table.slots[1].tokens == list(range(200, 240))
+    assert not table.slots[2].busy and table.slots[2].tokens == list(range(100, 140)), "the chat's cache moved over"
+    assert table.slots[2].last_used == 1.0, "it keeps its own age for eviction"
+
+
+def test_a_hole_whose_cache_another_slot_also_holds_is_simply_overwritten() -> None:
+    table = SlotTable(4)
+    system = list(range(500, 540))
+    table.slots[0].tokens = [*system, 1, 2]
+    table.slots[1].tokens = list(system)  # only the shared system prompt: slot 0 holds it too
+    table.slots[2].tokens = [*system, 3, 4]
+    table.slots[0].busy = table.slots[2].busy = True
+    assert table.compaction_moves() == [Move(2, 1, swap=False)]
+
+
+def test_of_equal_windows_compaction_picks_the_one_whose_holes_cost_no_cache() -> None:
+    table = SlotTable(4)
+    table.slots[1].tokens = list(range(100, 140))  # a chat between turns, left of the busy slot
+    table.slots[0].busy = table.slots[2].busy = True
+    # busy {0, 2}: windows [0,1] and [1,2] would fill slot 1 (a chat's cache), [2,3] only moves slot 0 into empty 3
+    assert table.compaction_moves() == [Move(0, 3, swap=False)]
 
 
 def test_siblings_of_n_choices_are_contiguous() -> None:

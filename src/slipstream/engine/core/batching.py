@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -33,6 +34,7 @@ log = logging.getLogger("slipstream.engine")
 Deliver = Callable[[list[tuple[Job, list[Event]]]], None]
 T = TypeVar("T")
 ENGINE_DIED_EXIT = 4  # the runner's exit status when its engine thread died
+RECENT_WAITS = 1024  # jobs whose first-token wait /status summarises
 
 
 def exit_runner(exc: BaseException) -> None:
@@ -64,6 +66,8 @@ class Engine:
         self._thread = threading.Thread(target=self._run, name="slipstream-engine", daemon=True)
         self._first: Callable[[], object] | None = None
         self._started: Future[Any] = Future()
+        self.steps = 0  # decode steps run
+        self.first_token_waits: deque[int] = deque(maxlen=RECENT_WAITS)  # recent jobs' wait_steps
         self.tokens_generated = 0
         self.admitted_jobs = 0
         self.queue_wait_s = 0.0  # summed over admitted jobs: submit → slot
@@ -88,6 +92,7 @@ class Engine:
 
     def submit(self, job: Job) -> None:
         """Queue a job or raise the 429 ``RateLimited`` when slots and queue are full."""
+        job.submitted_step = self.steps
         self.admission.submit(job)
 
     def cancel(self, job: Job) -> None:
@@ -119,7 +124,8 @@ class Engine:
             slot.tokens.clear()
             slot.last_used = 0.0
         self._outbox.clear()
-        self.tokens_generated = self.admitted_jobs = self.active_jobs = 0
+        self.tokens_generated = self.admitted_jobs = self.active_jobs = self.steps = 0
+        self.first_token_waits.clear()
         self.queue_wait_s = 0.0
         self.last_active_at = self.loaded_at
 
@@ -148,23 +154,27 @@ class Engine:
 
     def _loop(self) -> None:
         while not self._stop:
-            try:
-                for job in self.admission.take_ready():
-                    self._admit(job)
-                self._reap_cancelled()
-                self._compact()
-                if not self._active:
-                    self.admission.wait(timeout=1.0)
-                    continue
-                self._step()
-            except Exception:
-                log.exception("engine step failed; failing the active requests")
-                self._fail_all("internal error in the inference engine")
-            self._flush()
+            self._tick()
         self._fail_all("the model runner is shutting down")
         for job in self.admission.drain():
             self._discard(job)
             self._outbox.setdefault(job, []).append(JobFailed("the model runner is shutting down"))
+        self._flush()
+
+    def _tick(self) -> None:
+        """One turn of the loop: admit, reap, compact, one decode step, hand its events over."""
+        try:
+            for job in self.admission.take_ready():
+                self._admit(job)
+            self._reap_cancelled()
+            self._compact()
+            if not self._active:
+                self.admission.wait(timeout=1.0)
+                return
+            self._step()
+        except Exception:
+            log.exception("engine step failed; failing the active requests")
+            self._fail_all("internal error in the inference engine")
         self._flush()
 
     def _admit(self, job: Job) -> None:
@@ -222,12 +232,19 @@ class Engine:
         if not moves:
             return
         by_slot = {seq.slot: seq for seq in self._active}
-        for src, dst in moves:
-            seq = by_slot[src]
-            if seq.state is not SeqState.FOLLOW:  # a FOLLOW sibling has no KV yet: only its reservation moves
-                self.model.seq_copy(src, dst)
-            self.slots.move(src, dst)
-            seq.slot = dst
+        for move in moves:
+            seq = by_slot[move.src]
+            has_kv = seq.state is not SeqState.FOLLOW  # a FOLLOW sibling has no KV yet: only its reservation moves
+            if move.swap and has_kv:  # stream copies run in order at the next decode
+                self.model.seq_copy(move.dst, self.model.spare_seq)
+                self.model.seq_copy(move.src, move.dst)
+                self.model.seq_copy(self.model.spare_seq, move.src)
+            elif move.swap:
+                self.model.seq_copy(move.dst, move.src)
+            elif has_kv:
+                self.model.seq_copy(move.src, move.dst)
+            self.slots.move(move)
+            seq.slot = move.dst
         self._active.sort(key=lambda s: s.slot)
 
     def _step(self) -> None:
@@ -255,6 +272,7 @@ class Engine:
         if batch.n == 0:
             return
         rc = self.model.decode(batch)
+        self.steps += 1
         if rc != 0:
             log.error("llama_decode returned %d for a batch of %d tokens", rc, batch.n)
             for seq in {s for s, _ in decoding} | {s for s, _, _ in prefilling}:
@@ -292,6 +310,9 @@ class Engine:
         token = seq.sampler.sample(self.model, idx)
         seq.generated += 1
         self.tokens_generated += 1
+        if job.wait_steps is None:
+            job.wait_steps = self.steps - job.submitted_step
+            self.first_token_waits.append(job.wait_steps)
         finish: str | None = None
         if self.model.is_eog(token):  # counted as generated, but not part of the text or its logprobs
             finish, text = "stop", seq.text.flush()

@@ -77,6 +77,10 @@ class Job:
     sink: Any = None  # the HTTP side's event queue
     direct: Any = None  # a stream's DirectWriter (direct_stream.py), or None
     submitted_at: float = field(default_factory=time.monotonic)  # for queue-time accounting
+    # decode steps the engine ran between the job's submission and its first token: the fairness
+    # measure that machine noise does not blur (time to first token in steps, not seconds)
+    submitted_step: int = 0
+    wait_steps: int | None = None
 
     def __post_init__(self) -> None:
         self.seqs = [Sequence(self, i, smpl, TextStream(self.stops)) for i, smpl in enumerate(self.samplers)]

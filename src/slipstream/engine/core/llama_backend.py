@@ -42,7 +42,8 @@ def _log_errors_only(level: int, text: bytes, _user: Any) -> None:
 
 
 class LlamaModel:
-    """Owns the model and a context with ``parallel`` separate KV streams of ``n_ctx`` cells."""
+    """Owns the model and a context with ``parallel`` separate KV streams of ``n_ctx`` cells (and
+    one spare stream of the same size, when there is more than one slot)."""
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
@@ -56,8 +57,11 @@ class LlamaModel:
         if not self.model:
             raise ModelLoadError(f"llama.cpp could not load {config.path} (not a valid GGUF?)")
         cparams = lc.llama_context_default_params()
-        cparams.n_ctx = config.n_ctx * config.parallel
-        cparams.n_seq_max = config.parallel
+        # one stream per slot, and a spare one that compaction swaps slots through (slots.py)
+        self.spare_seq = config.parallel
+        streams = config.parallel + 1 if config.parallel > 1 else 1
+        cparams.n_ctx = config.n_ctx * streams
+        cparams.n_seq_max = streams
         cparams.n_batch = config.batch_size
         cparams.n_ubatch = config.batch_size
         cparams.n_threads = config.threads

@@ -81,8 +81,21 @@ async def status(request: web.Request) -> web.Response:
             "lent_streams": state.lent_streams,
             "admitted_requests": engine.admitted_jobs,
             "queue_wait_s_total": round(engine.queue_wait_s, 6),
+            "first_token_wait_steps": wait_summary(list(engine.first_token_waits)),
         }
     )
+
+
+def wait_summary(waits: list[int]) -> dict[str, int]:
+    """Decode steps recent requests waited for their first token: a fairness gauge (batching.py)."""
+    if not waits:
+        return {"count": 0}
+    ordered = sorted(waits)
+
+    def at(q: float) -> int:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {"count": len(ordered), "p50": at(0.5), "p99": at(0.99), "max": ordered[-1]}
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
