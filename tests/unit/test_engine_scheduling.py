@@ -10,13 +10,16 @@ steps, so a noisy machine cannot make these tests pass or fail.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from slipstream.engine.core.batching import Engine
 from slipstream.engine.core.jobs import Event, Job, JobDone, JobFailed
 from slipstream.engine.core.slots import runs
+from slipstream.engine.core.step_trace import StepTrace
 
 
 class KVModel:
@@ -63,7 +66,7 @@ class ScriptedSampler:
 class Driver:
     """An engine whose loop the test turns by hand, checking the KV bookkeeping after each turn."""
 
-    def __init__(self, parallel: int, prefill_chunk: int = 16) -> None:
+    def __init__(self, parallel: int, prefill_chunk: int = 16, trace: StepTrace | None = None) -> None:
         self.model = KVModel(parallel)
         self.ended: dict[Job, Event] = {}
         self.engine = Engine(
@@ -72,6 +75,7 @@ class Driver:
             queue_size=64,
             deliver=self._deliver,
             prefill_chunk=prefill_chunk,
+            trace=trace,
         )
 
     def _deliver(self, items: list[tuple[Job, list[Event]]]) -> None:
@@ -102,8 +106,9 @@ def tokens(base: int, n: int) -> list[int]:
     return list(range(base, base + n))
 
 
-def test_compaction_keeps_the_cache_of_a_chat_between_turns() -> None:
-    d = Driver(parallel=4)
+def test_compaction_keeps_the_cache_of_a_chat_between_turns(tmp_path: Path) -> None:
+    trace = StepTrace(tmp_path / "steps.jsonl")
+    d = Driver(parallel=4, trace=trace)
     first = {u: tokens(100 * (u + 1), 20) for u in range(4)}
     jobs = {u: d.submit(first[u], [7 + u] * 3) for u in range(4)}
     d.finish(list(jobs.values()))
@@ -114,6 +119,10 @@ def test_compaction_keeps_the_cache_of_a_chat_between_turns() -> None:
     second = [d.submit(first[u] + [7 + u] * 3 + tokens(5000 + u * 10, 5), [9] * 6) for u in going_on]
     d.finish(second)
     assert all(runs(ids) == 1 for ids in d.model.batches[-6:]), "busy slots not compacted into one graph"
+    trace.close()
+    steps = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    assert len(steps) == d.engine.steps and all(s["graphs"] == 1 for s in steps[-6:])
+    assert sum(s["copies"] for s in steps) == 3, "one swap through the spare stream: three stream copies"
     for u in (by_slot[1], by_slot[3]):
         history = first[u] + [7 + u] * 3
         again = d.submit(history + tokens(6000 + u * 10, 5), [9] * 2)

@@ -103,6 +103,7 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
 
     from slipstream.engine.core import self_check
     from slipstream.engine.core.batching import Engine
+    from slipstream.engine.core.step_trace import StepTrace
     from slipstream.engine.deliver.direct_stream import make_deliver
     from slipstream.engine.deliver.handoff_server import HandoffServer
     from slipstream.engine.deliver.http_app import create_app
@@ -122,6 +123,7 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
         queue_size=args.queue_size,
         deliver=make_deliver(loop),
         prefill_chunk=args.prefill_chunk,
+        trace=StepTrace(Path(trace)) if (trace := os.environ.get("SLIPSTREAM_ENGINE_TRACE")) else None,
     )
     template = args.chat_template or model.chat_template()
     renderer = PromptRenderer(template, bos_token=model.token_text(model.bos), eos_token=model.token_text(model.eos))

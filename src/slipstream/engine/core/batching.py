@@ -27,7 +27,8 @@ from typing import Any, TypeVar
 from slipstream.engine.core.jobs import ChoiceDelta, Event, Job, JobDone, JobFailed, SeqState, Sequence
 from slipstream.engine.core.llama_backend import LlamaModel, TokenBatch
 from slipstream.engine.core.sampling import logprobs_at
-from slipstream.engine.core.slots import Admission, SlotTable
+from slipstream.engine.core.slots import Admission, SlotTable, runs
+from slipstream.engine.core.step_trace import StepTrace
 
 log = logging.getLogger("slipstream.engine")
 
@@ -52,8 +53,11 @@ class Engine:
         deliver: Deliver,
         prefill_chunk: int = 64,
         on_death: Callable[[BaseException], None] = exit_runner,
+        trace: StepTrace | None = None,
     ) -> None:
         self.model = model
+        self._trace = trace
+        self._copies = 0  # KV stream copies queued since the last step
         self._on_death = on_death
         self.prefill_chunk = prefill_chunk
         self.admission = Admission(parallel, queue_size)
@@ -156,6 +160,8 @@ class Engine:
         while not self._stop:
             self._tick()
         self._fail_all("the model runner is shutting down")
+        if self._trace is not None:
+            self._trace.close()
         for job in self.admission.drain():
             self._discard(job)
             self._outbox.setdefault(job, []).append(JobFailed("the model runner is shutting down"))
@@ -197,7 +203,7 @@ class Engine:
         keep = min(place.cached, len(job.prompt) - 1)
         target = place.slots[0]
         if place.copy_from is not None:
-            self.model.seq_copy(place.copy_from, target.seq_id)
+            self._copy(place.copy_from, target.seq_id)
             target.tokens[:] = self.slots.slots[place.copy_from].tokens[:keep]
         self.model.seq_clear(target.seq_id, keep)
         del target.tokens[keep:]
@@ -226,6 +232,10 @@ class Engine:
             self.slots.slots[seq.slot].tokens.clear()
             self._end(seq, notify=False)
 
+    def _copy(self, src: int, dst: int) -> None:
+        self.model.seq_copy(src, dst)
+        self._copies += 1
+
     def _compact(self) -> None:
         """Keep the busy slots consecutive, so each step is one graph (see slots.py)."""
         moves = self.slots.compaction_moves()
@@ -236,13 +246,13 @@ class Engine:
             seq = by_slot[move.src]
             has_kv = seq.state is not SeqState.FOLLOW  # a FOLLOW sibling has no KV yet: only its reservation moves
             if move.swap and has_kv:  # stream copies run in order at the next decode
-                self.model.seq_copy(move.dst, self.model.spare_seq)
-                self.model.seq_copy(move.src, move.dst)
-                self.model.seq_copy(self.model.spare_seq, move.src)
+                self._copy(move.dst, self.model.spare_seq)
+                self._copy(move.src, move.dst)
+                self._copy(self.model.spare_seq, move.src)
             elif move.swap:
-                self.model.seq_copy(move.dst, move.src)
+                self._copy(move.dst, move.src)
             elif has_kv:
-                self.model.seq_copy(move.src, move.dst)
+                self._copy(move.src, move.dst)
             self.slots.move(move)
             seq.slot = move.dst
         self._active.sort(key=lambda s: s.slot)
@@ -271,8 +281,17 @@ class Engine:
                 prefilling.append((seq, n, idx if last else -1))
         if batch.n == 0:
             return
+        began = time.monotonic()
         rc = self.model.decode(batch)
         self.steps += 1
+        if self._trace is not None:
+            counts = {
+                "decode": len(decoding), "prefill_tokens": sum(n for _, n, _ in prefilling),
+                "prefill_seqs": len(prefilling), "copies": self._copies,
+                "graphs": runs({s.slot for s, _ in decoding} | {s.slot for s, _, _ in prefilling}),
+            }  # fmt: skip
+            self._trace.record(began, time.monotonic() - began, counts)
+        self._copies = 0
         if rc != 0:
             log.error("llama_decode returned %d for a batch of %d tokens", rc, batch.n)
             for seq in {s for s, _ in decoding} | {s for s, _, _ in prefilling}:
@@ -298,7 +317,7 @@ class Engine:
         for seq in first.job.seqs[1:]:
             if seq.state is not SeqState.FOLLOW:
                 continue
-            self.model.seq_copy(first.slot, seq.slot)
+            self._copy(first.slot, seq.slot)
             self.slots.slots[seq.slot].tokens[:] = tokens
             seq.n_past = first.n_past
             seq.state = SeqState.DECODE
