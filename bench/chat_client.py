@@ -6,16 +6,20 @@ short and differ per round, user and turn, so that only the system prompt (and a
 turns) can be served from a server's cache.
 
 Each turn is a streaming chat completion with ``temperature: 0``, a fixed ``seed``, no
-``ignore_eos`` and ``stream_options.include_usage``. Cached prompt tokens come from
+``ignore_eos`` (unless the caller passes the target's ``extra_body``, as long_prompt.py does for its
+decoding streams) and ``stream_options.include_usage``. Cached prompt tokens come from
 ``usage.prompt_tokens_details.cached_tokens`` when the server sends it, else from llama-server's
-``timings.cache_n``.
+``timings.cache_n``; with neither (llama-cpp-python's server) they are unknown, not 0. Output tokens
+come from the usage when sent, else are counted as content chunks. Every content chunk's arrival
+time is kept (``Turn.stamps``) for inter-token latencies.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -74,15 +78,20 @@ class Turn:
     prompt_tokens: int | None = None
     cached_tokens: int | None = None
     cached_source: str = "none"
+    output_source: str = "none"  # "usage", or "chunks" when the server sent no usage
     reply: str = ""
     retries: int = 0
+    started: float = 0.0  # time.perf_counter() when the request was first sent
+    stamps: list[float] = field(default_factory=list)  # perf_counter() at each content chunk's arrival
 
 
-def body(target: Target, messages: list[dict[str, str]], max_tokens: int, seed: int) -> bytes:
-    """No extra_body: the decode scenario's ``ignore_eos`` (or logit_bias) is not wanted here."""
+def body(
+    target: Target, messages: list[dict[str, str]], max_tokens: int, seed: int, extra: dict[str, Any] | None = None
+) -> bytes:
+    """No extra_body by default: the decode scenario's ``ignore_eos`` (or logit_bias) is not wanted in chats."""
     return orjson.dumps({
         "model": target.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "seed": seed,
-        "stream": True, "stream_options": {"include_usage": True},
+        "stream": True, "stream_options": {"include_usage": True}, **(extra or {}),
     })  # fmt: skip
 
 
@@ -92,12 +101,16 @@ MAX_STALE_RETRIES = 10  # as engine_client: a pooled connection the server had c
 
 async def chat_turn(
     session: aiohttp.ClientSession, target: Target, messages: list[dict[str, str]], max_tokens: int, seed: int,
-    who: tuple[int, int, int],
+    who: tuple[int, int, int], extra: dict[str, Any] | None = None, first_token: asyncio.Event | None = None,
 ) -> Turn:  # fmt: skip
-    """Stream one reply; ``who`` is (user, app, turn). Failures are returned, never raised."""
+    """Stream one reply; ``who`` is (user, app, turn). Failures are returned, never raised.
+
+    ``extra`` is merged into the request body (e.g. ``target.extra_body``); ``first_token``, if given, is
+    set when the first content arrives.
+    """
     t0 = time.perf_counter()
     user, app, turn = who
-    data = body(target, messages, max_tokens, seed)
+    data = body(target, messages, max_tokens, seed, extra)
     headers = {"Content-Type": "application/json", **target.headers}
     for retries in range(MAX_STALE_RETRIES + 1):
         got_status = False
@@ -107,7 +120,7 @@ async def chat_turn(
                 if resp.status != 200:
                     text = (await resp.read())[:200].decode(errors="replace")
                     return Turn(user, app, turn, False, f"HTTP {resp.status}: {text}", time.perf_counter() - t0)
-                result = await _read_stream(resp, t0, Turn(user, app, turn, False))
+                result = await _read_stream(resp, t0, Turn(user, app, turn, False, started=t0), first_token)
                 result.retries = retries
                 return result
         except _STALE_CONNECTION as exc:
@@ -118,7 +131,9 @@ async def chat_turn(
     raise AssertionError("unreachable")
 
 
-async def _read_stream(resp: aiohttp.ClientResponse, t0: float, out: Turn) -> Turn:
+async def _read_stream(
+    resp: aiohttp.ClientResponse, t0: float, out: Turn, first_token: asyncio.Event | None = None
+) -> Turn:
     parts: list[str] = []
     usage: dict[str, Any] | None = None
     timings: dict[str, Any] | None = None
@@ -139,8 +154,12 @@ async def _read_stream(resp: aiohttp.ClientResponse, t0: float, out: Turn) -> Tu
             return out
         for choice in obj.get("choices") or []:
             if content := (choice.get("delta") or {}).get("content"):
+                now = time.perf_counter()
                 if out.ttft_s is None:
-                    out.ttft_s = time.perf_counter() - t0
+                    out.ttft_s = now - t0
+                    if first_token is not None:
+                        first_token.set()
+                out.stamps.append(now)
                 parts.append(content)
             finish = choice.get("finish_reason") or finish
         usage = obj.get("usage") or usage
@@ -148,11 +167,13 @@ async def _read_stream(resp: aiohttp.ClientResponse, t0: float, out: Turn) -> Tu
     out.latency_s = time.perf_counter() - t0
     out.reply = "".join(parts)
     if usage:
-        out.output_tokens = int(usage.get("completion_tokens") or 0)
+        out.output_tokens, out.output_source = int(usage.get("completion_tokens") or 0), "usage"
         out.prompt_tokens = usage.get("prompt_tokens")
         cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
         if cached is not None:
             out.cached_tokens, out.cached_source = int(cached), "usage.prompt_tokens_details"
+    else:
+        out.output_tokens, out.output_source = len(parts), "chunks"
     if out.cached_tokens is None and timings and timings.get("cache_n") is not None:
         out.cached_tokens, out.cached_source = int(timings["cache_n"]), "timings.cache_n"
     out.ok = done and finish is not None and bool(parts)

@@ -15,14 +15,33 @@ The contenders are started once with the same GGUF, threads, slots, context per 
 untimed runs of the whole workload (other questions), so that round 1 finds the slots as steady
 traffic leaves them, as later rounds do. Then rounds: in each,
 every contender runs the whole workload once, in an order rotated each round (engine_rounds.py).
+``--contenders slipstream,llama-server,llama-cpp-python`` adds llama-cpp-python's server (one context:
+it serves one request at a time, the others queue); it reports no cached tokens, so its cached
+fraction shows as n/a, and its output tokens are counted as content chunks when it sends no usage.
 
 Reported per contender: TTFT p50/p99 over all requests and per turn, the largest TTFT over the
 median (fairness), wall time and output tokens/s (medians over rounds), and the fraction of prompt
-tokens served from cache. Ratios Slipstream/llama-server are taken per round; quote their median.
-JSON goes to bench/results/engine-chat-<preset or "custom">-<UTC>.json.
+tokens served from cache. Ratios Slipstream/llama-server (and Slipstream/llama-cpp-python, when it
+ran) are taken per round; quote their median. JSON goes to
+bench/results/engine-chat-<preset or "custom">-<UTC>.json.
 
-Presets: 8x4 (8 users x 4 turns), 8x1, 1x4, 16-apps4 (16 users in 4 applications, more users than
-slots). Explicit options override a preset's values.
+Presets (users x turns, in 1 application on 8 slots unless said; explicit options override a
+preset's values, ``--parallel`` included):
+
+    python bench/engine.py --scenario chat --preset 8x4          # 8 users x 4 turns
+    python bench/engine.py --scenario chat --preset 8x1          # 8 users x 1 turn
+    python bench/engine.py --scenario chat --preset 1x4          # 1 user x 4 turns
+    python bench/engine.py --scenario chat --preset 16x4         # 16 users x 4 turns: more users than slots
+    python bench/engine.py --scenario chat --preset 16-apps4     # 16 users x 4 turns in 4 applications
+    python bench/engine.py --scenario chat --preset 16-apps4-p4  # the same on 4 slots (--parallel 4)
+
+16-apps4-p4 is the "beyond llama-server" variant: llama-server reuses a slot's cache only for a
+prompt similar enough to what that slot holds (``--slot-prompt-similarity``), while ours can copy
+any prefix that any slot holds, which should count when 16 conversations in 4 applications take
+turns on 4 slots. Its ``--parallel 4`` applies to both servers (llama-server ``-np 4 -c 16384``).
+
+One long prompt arriving while 7 streams decode is a scenario of its own (long_prompt.py):
+``python bench/engine.py --scenario long-prompt``.
 """
 
 from __future__ import annotations
@@ -47,15 +66,22 @@ PRESETS: dict[str, dict[str, int]] = {
     "8x4": {"users": 8, "turns": 4, "apps": 1},
     "8x1": {"users": 8, "turns": 1, "apps": 1},
     "1x4": {"users": 1, "turns": 4, "apps": 1},
+    "16x4": {"users": 16, "turns": 4, "apps": 1},  # more users than slots
     "16-apps4": {"users": 16, "turns": 4, "apps": 4},
+    # Many applications, few slots: llama-server reuses a slot's cache only for a similar prompt
+    # (--slot-prompt-similarity); ours can copy any prefix any slot holds.
+    "16-apps4-p4": {"users": 16, "turns": 4, "apps": 4, "parallel": 4},
 }
-DEFAULTS = {"users": 8, "turns": 4, "apps": 1}
+DEFAULTS = {"users": 8, "turns": 4, "apps": 1, "parallel": 8}  # a preset's missing keys take these
 PAIR = ("slipstream", "llama-server")
+PAIRS = (PAIR, ("slipstream", "llama-cpp-python"))  # num/den, compared round by round
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="users/turns/apps of a named variant")
+    p.add_argument(
+        "--preset", choices=sorted(PRESETS), default=None, help="users/turns/apps (and slots) of a named variant"
+    )
     p.add_argument("--users", type=int, default=None, help="concurrent conversations (default 8)")
     p.add_argument("--turns", type=int, default=None, help="turns per conversation (default 4)")
     p.add_argument("--apps", type=int, default=None, help="applications: distinct system prompts (default 1)")
@@ -69,7 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--contenders", default=",".join(PAIR), help="comma-separated, from: " + ", ".join(CONTENDERS))
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--parallel", type=int, default=8, help="slots for Slipstream and llama-server")
+    p.add_argument("--parallel", type=int, default=None, help="slots for Slipstream and llama-server (default 8)")
     p.add_argument("--ctx", type=int, default=4096, help="context per slot")
     p.add_argument("--kv-type", choices=("f16", "q8_0"), default="q8_0")
     p.add_argument("--gguf", type=Path, default=None, help="default: the built-in SmolLM2-135M-Instruct Q4_1")
@@ -78,12 +104,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     for key, default in DEFAULTS.items():
         if getattr(args, key) is None:
-            setattr(args, key, PRESETS[args.preset][key] if args.preset else default)
+            setattr(args, key, PRESETS[args.preset].get(key, default) if args.preset else default)
     args.names = list(dict.fromkeys(x.strip() for x in args.contenders.split(",") if x.strip()))
     if unknown := [n for n in args.names if n not in CONTENDERS]:
         p.error(f"unknown contenders {unknown}; choose from {list(CONTENDERS)}")
-    if min(args.users, args.turns, args.apps, args.rounds, args.system_tokens) < 1 or args.max_tokens < 2:
-        p.error("--users, --turns, --apps, --rounds, --system-tokens must be positive; --max-tokens >= 2")
+    sizes = (args.users, args.turns, args.apps, args.rounds, args.system_tokens, args.parallel)
+    if min(sizes) < 1 or args.max_tokens < 2:
+        p.error("--users, --turns, --apps, --rounds, --system-tokens, --parallel must be positive; --max-tokens >= 2")
     if args.warmup_rounds < 0:
         p.error("--warmup-rounds must not be negative")
     if args.gguf is None:
@@ -159,9 +186,9 @@ def aggregate(args: argparse.Namespace, rounds: list[tuple[list[Turn], float]]) 
     return out
 
 
-def round_ratios(results: dict[str, Any]) -> dict[str, Any]:
-    """Slipstream/llama-server per round (same minutes, same machine speed), and their medians."""
-    num, den = (results.get(n, {}).get("chat", {}).get("per_round") for n in PAIR)
+def round_ratios(results: dict[str, Any], pair: tuple[str, str] = PAIR) -> dict[str, Any]:
+    """num/den (default Slipstream/llama-server) per round (same minutes, same machine speed), and their medians."""
+    num, den = (results.get(n, {}).get("chat", {}).get("per_round") for n in pair)
     if not num or not den:
         return {}
     out: dict[str, Any] = {}
@@ -238,7 +265,15 @@ async def measure(args: argparse.Namespace, contenders: list[Contender]) -> dict
     return outs
 
 
-def report(args: argparse.Namespace, results: dict[str, Any], ratios: dict[str, Any]) -> None:
+def cached_cell(m: dict[str, Any]) -> Any:
+    """The cached fraction, or n/a when the server reported no cached tokens at all (not 0)."""
+    return "n/a" if m["cached_fraction"] is None and m["cached_sources"] in ([], ["none"]) else m["cached_fraction"]
+
+
+def report(
+    args: argparse.Namespace, results: dict[str, Any], ratios: dict[str, Any], others: dict[str, Any] | None = None
+) -> None:
+    """``ratios``: Slipstream/llama-server; ``others``: further pairs ("num/den" -> ratios), if any ran."""
     rows = []
     for name, c in results.items():
         if "chat" not in c:
@@ -247,7 +282,7 @@ def report(args: argparse.Namespace, results: dict[str, Any], ratios: dict[str, 
         m = c["chat"]
         rows.append([
             name, m["completed"], m["failed"], m["median_ttft_ms"], m["p99_ttft_ms"], m["max_over_median_ttft"],
-            m["wall_s"], m["output_throughput"], m["cached_fraction"], m["first_turn_prompt_tokens"],
+            m["wall_s"], m["output_throughput"], cached_cell(m), m["first_turn_prompt_tokens"],
             ",".join(m["cached_sources"]),
         ])  # fmt: skip
     print_table(
@@ -260,7 +295,7 @@ def report(args: argparse.Namespace, results: dict[str, Any], ratios: dict[str, 
         "medians over rounds",
     )  # fmt: skip
     turn_rows = [
-        [name, k, t["completed"], t["median_ttft_ms"], t["p99_ttft_ms"], t["cached_fraction"]]
+        [name, k, t["completed"], t["median_ttft_ms"], t["p99_ttft_ms"], cached_cell(t)]
         for name, c in results.items()
         if "chat" in c
         for k, t in c["chat"]["per_turn"].items()
@@ -271,6 +306,11 @@ def report(args: argparse.Namespace, results: dict[str, Any], ratios: dict[str, 
             ["slipstream/llama-server", "median", "per round"],
             [[k, v["median"], " ".join(f"{x:.3f}" for x in v["per_round"])] for k, v in ratios.items()],
             title="Per-round ratios (same minutes; quote the median)",
+        )
+    for pair, values in (others or {}).items():
+        print_table(
+            [pair, "median", "per round"],
+            [[k, v["median"], " ".join(f"{x:.3f}" for x in v["per_round"])] for k, v in values.items()],
         )
 
 
@@ -288,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
             for c in contenders:
                 c.stop()
     ratios = round_ratios(results)
-    report(args, results, ratios)
+    others = {f"{num}/{den}": r for num, den in PAIRS[1:] if (r := round_ratios(results, (num, den)))}
+    report(args, results, ratios, others)
     if args.no_json:
         return 0
     options = {k: v for k, v in vars(args).items() if k not in ("systems", "names")}
@@ -296,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "engine-chat", "timestamp": stamp, "machine": machine_info(),
         "options": {**options, "gguf": str(args.gguf), "contenders": args.names},
         "duration_s": round(time.perf_counter() - started, 1), "contenders": list(results.values()),
-        "per_round_ratios": ratios,
+        "per_round_ratios": ratios, **({"other_per_round_ratios": others} if others else {}),
     }  # fmt: skip
     stamped, latest = write_results(f"engine-chat-{args.preset or 'custom'}", data)
     print(f"wrote {stamped} and {latest.name}")

@@ -44,6 +44,7 @@ and the per-round ratios slipstream-native/llama-server-native and slipstream/sl
 Then:
 
     python bench/engine.py --scenario chat --preset 8x4   # chat traffic instead (chat_traffic.py; --help)
+    python bench/engine.py --scenario long-prompt         # a long prompt while 7 streams decode (long_prompt.py)
     python bench/engine.py            # c=1,2,4,8, 5 rounds: about 7 minutes on 2 cores
     python bench/engine.py --contenders slipstream,llama-server --rounds 9 --max-tokens 256
     python bench/engine.py --contenders slipstream,llama-server --native-baseline --concurrency 1,8
@@ -281,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         from chat_traffic import main as chat_main
 
         return chat_main(argv[2:])
+    if argv[:2] == ["--scenario", "long-prompt"]:  # a long prompt while 7 streams decode (issue 11)
+        from long_prompt import main as long_prompt_main
+
+        return long_prompt_main(argv[2:])
     if argv[:2] == ["--scenario", "decode"]:
         argv = argv[2:]
     args = parse_args(argv)
