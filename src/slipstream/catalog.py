@@ -77,6 +77,11 @@ class ModelEntry(BaseModel):
     kv_cache_type: Literal["q8_0", "f16"] = Field(
         default="q8_0", description="KV cache precision for local models: q8_0 halves memory and cold start"
     )
+    host_cache_mib: int = Field(
+        default=1024, ge=0,
+        description="local models: host memory for KV caches of conversations pushed out of the slots, so "
+        "that more conversations than slots keep their history cached; 0 turns it off",
+    )  # fmt: skip
     prices: Prices = Field(default_factory=Prices)
 
     @model_validator(mode="after")

@@ -261,6 +261,32 @@ def test_more_chats_than_slots_on_one_system_prompt_all_finish_from_the_cache(ru
     assert waits["max"] <= 2 * holding + 2, waits
 
 
+def test_a_chat_pushed_out_of_every_slot_comes_back_from_host_memory(runner: Runner) -> None:
+    """Five chats through four slots: the first one's history returns from the host cache, and the
+    restored KV answers exactly as KV computed from scratch does (a runner without a host cache)."""
+    client = runner.client()
+
+    def chat(i: int) -> list[Any]:
+        return [{"role": "system", "content": f"You are assistant number {i} of a ferry company. " * 4},
+                {"role": "user", "content": f"When does ferry {i} leave on Sundays?"}]  # fmt: skip
+
+    first = client.chat.completions.create(model="m", messages=chat(0), max_tokens=12, temperature=0)  # type: ignore[arg-type]
+    for i in range(1, 5):
+        client.chat.completions.create(model="m", messages=chat(i), max_tokens=4, temperature=0)  # type: ignore[arg-type]
+    before = status(runner)["host_cache"]
+    turn2 = [*chat(0), {"role": "assistant", "content": first.choices[0].message.content},
+             {"role": "user", "content": "And on Mondays?"}]  # fmt: skip
+    again = client.chat.completions.create(model="m", messages=turn2, max_tokens=12, temperature=0)  # type: ignore[arg-type]
+    assert again.usage is not None and again.usage.prompt_tokens_details is not None
+    assert again.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens
+    after = status(runner)["host_cache"]
+    assert after["restored"] == before["restored"] + 1 and after["entries"] >= 1
+    with start_runner("--parallel", "2", "--n-ctx", "2048", "--host-cache-mib", "0") as fresh:
+        assert status(fresh)["host_cache"] is None
+        computed = fresh.client().chat.completions.create(model="m", messages=turn2, max_tokens=12, temperature=0)  # type: ignore[arg-type]
+    assert again.choices[0].message.content == computed.choices[0].message.content
+
+
 def test_seed_determinism(client: OpenAI) -> None:
     def run(seed: int) -> str:
         r = client.chat.completions.create(

@@ -28,6 +28,7 @@ class KVModel:
         self.spare_seq = parallel
         self.kv: dict[int, list[int]] = {i: [] for i in range(parallel + 1)}
         self.batches: list[set[int]] = []  # the sequence ids of each decode
+        self.saves = 0
 
     def decode(self, batch: Any) -> int:
         ids = set()
@@ -44,6 +45,15 @@ class KVModel:
 
     def seq_copy(self, src: int, dst: int) -> None:
         self.kv[dst] = list(self.kv[src])
+
+    def seq_save(self, seq_id: int) -> tuple[list[int], int]:
+        self.saves += 1
+        return list(self.kv[seq_id]), 100 * len(self.kv[seq_id])
+
+    def seq_restore(self, data: list[int], size: int, seq_id: int) -> bool:
+        assert size == 100 * len(data)
+        self.kv[seq_id] = list(data)
+        return True
 
     def is_eog(self, token: int) -> bool:
         return token == 0
@@ -66,7 +76,9 @@ class ScriptedSampler:
 class Driver:
     """An engine whose loop the test turns by hand, checking the KV bookkeeping after each turn."""
 
-    def __init__(self, parallel: int, prefill_chunk: int = 16, trace: StepTrace | None = None) -> None:
+    def __init__(
+        self, parallel: int, prefill_chunk: int = 16, trace: StepTrace | None = None, host_cache_bytes: int = 0
+    ) -> None:
         self.model = KVModel(parallel)
         self.ended: dict[Job, Event] = {}
         self.engine = Engine(
@@ -76,6 +88,7 @@ class Driver:
             deliver=self._deliver,
             prefill_chunk=prefill_chunk,
             trace=trace,
+            host_cache_bytes=host_cache_bytes,
         )
 
     def _deliver(self, items: list[tuple[Job, list[Event]]]) -> None:
@@ -164,3 +177,38 @@ def test_many_chats_on_few_slots_all_finish_whole_reuse_the_system_prompt_and_wa
     bound = math.ceil((users - parallel) / parallel) * holding + math.ceil(longest_prompt / chunk) + 1
     waits = [j.wait_steps for j in done]
     assert all(w is not None and w <= bound for w in waits), (bound, waits)
+
+
+def test_chats_pushed_out_of_the_slots_come_back_from_host_memory() -> None:
+    d = Driver(parallel=2, host_cache_bytes=100 * 40 * 4)  # room for four 40-token conversations
+    system = tokens(10_000, 24)
+    first = {u: [*system, *tokens(1000 * (u + 1), 16)] for u in range(5)}
+    for u in range(5):  # one after another: each pushes an older chat out of the two slots
+        job = d.submit(first[u], [50 + u] * 3)
+        d.finish([job])
+    host = d.engine.host_cache
+    assert host is not None and len(host) == 3 and host.saved == 3
+    assert d.model.saves == 3, "a slot holding only what another slot holds is not saved"
+    for u in range(3):  # the three chats that left the slots
+        again = d.submit([*first[u], 50 + u, 50 + u, 50 + u, *tokens(7000 + u, 4)], [9] * 2)
+        d.finish([again])
+        assert again.cached_tokens == len(first[u]) + 2, f"chat {u}'s history was prefilled again"
+    assert host.restored == 3
+
+
+def test_the_host_cache_keeps_the_newest_within_its_budget_and_no_duplicates() -> None:
+    from slipstream.engine.core.host_cache import HostCache
+
+    host = HostCache(budget_bytes=250)
+    host.put([1, 2, 3], "a", 100)
+    host.put([1, 2, 3, 4, 5], "b", 100)  # extends the first: replaces it
+    assert len(host) == 1 and host.bytes == 100 and host.covers([1, 2, 3]) and not host.covers([1, 2, 9])
+    host.put([7, 8], "c", 100)
+    host.put([9], "d", 100)  # over budget: the oldest ([1..5]) goes
+    assert len(host) == 2 and host.bytes == 200 and host.best([1, 2, 3, 4, 5, 6]) == (None, 0)
+    entry, hit = host.best([7, 8, 1])
+    assert entry is not None and entry.data == "c" and hit == 2
+    host.take(entry)
+    assert len(host) == 1 and host.bytes == 100
+    host.put([5] * 10, "too big", 300)
+    assert len(host) == 1, "an entry larger than the whole budget is not kept"

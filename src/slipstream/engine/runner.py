@@ -5,6 +5,7 @@ Contract with the supervisor:
 - flags: ``--model PATH --model-id ID [--host 127.0.0.1] [--port 0] [--socket PATH]
   [--handoff-socket PATH] [--n-ctx 8192]
   [--parallel 8] [--queue-size 64] [--threads 2] [--batch-size 512] [--prefill-chunk 64]
+  [--host-cache-mib 1024]
   [--chat-template JINJA] [--kv-type q8_0|f16]``; ``--n-ctx`` is the context every slot gets;
   ``--socket`` serves on a Unix socket (mode 0600) instead of TCP, as the supervisor does;
   ``--handoff-socket`` also takes streams whose client socket the gateway lends (``protocol/handoff.py``);
@@ -64,7 +65,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--kv-type", choices=("q8_0", "f16"), default="q8_0", help="KV cache type; q8_0 halves memory and cold start"
     )
+    p.add_argument(
+        "--host-cache-mib", type=int, default=1024,
+        help="host memory for the KV caches of conversations pushed out of the slots (0: none)",
+    )  # fmt: skip
     args = p.parse_args(argv)
+    if args.host_cache_mib < 0:
+        p.error("--host-cache-mib must be >= 0")
     for name in ("n_ctx", "parallel", "threads", "batch_size", "prefill_chunk"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -123,6 +130,7 @@ async def serve(args: argparse.Namespace, loader: _Loader) -> int:
         queue_size=args.queue_size,
         deliver=make_deliver(loop),
         prefill_chunk=args.prefill_chunk,
+        host_cache_bytes=args.host_cache_mib << 20,
         trace=StepTrace(Path(trace)) if (trace := os.environ.get("SLIPSTREAM_ENGINE_TRACE")) else None,
     )
     template = args.chat_template or model.chat_template()

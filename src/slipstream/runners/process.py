@@ -47,6 +47,7 @@ class RunnerSpec:
     threads: int
     chat_template: str | None = None
     kv_cache_type: str = "q8_0"
+    host_cache_mib: int = 1024
     socket_dir: Path | None = None  # serve on a Unix socket in this private directory, else TCP loopback
 
     def argv(self, socket: Path | None = None) -> list[str]:
@@ -59,7 +60,7 @@ class RunnerSpec:
             "--model", str(self.gguf), "--model-id", self.model_id, *listen,
             "--n-ctx", str(self.n_ctx), "--parallel", str(self.parallel),
             "--queue-size", str(self.queue_size), "--threads", str(self.threads),
-            "--kv-type", self.kv_cache_type,
+            "--kv-type", self.kv_cache_type, "--host-cache-mib", str(self.host_cache_mib),
         ]  # fmt: skip
         if self.chat_template:
             args += ["--chat-template", self.chat_template]

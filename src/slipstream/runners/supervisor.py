@@ -122,6 +122,7 @@ class Supervisor:
             threads=self._settings.threads,
             chat_template=entry.chat_template,
             kv_cache_type=entry.kv_cache_type,
+            host_cache_mib=entry.host_cache_mib,
             socket_dir=self._sockets(),
         )
 

@@ -24,10 +24,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from slipstream.engine.core.host_cache import Entry, HostCache
 from slipstream.engine.core.jobs import ChoiceDelta, Event, Job, JobDone, JobFailed, SeqState, Sequence
 from slipstream.engine.core.llama_backend import LlamaModel, TokenBatch
 from slipstream.engine.core.sampling import logprobs_at
-from slipstream.engine.core.slots import Admission, SlotTable, runs
+from slipstream.engine.core.slots import COPY_MIN, Admission, Slot, SlotTable, common_prefix, runs
 from slipstream.engine.core.step_trace import StepTrace
 
 log = logging.getLogger("slipstream.engine")
@@ -54,10 +55,13 @@ class Engine:
         prefill_chunk: int = 64,
         on_death: Callable[[BaseException], None] = exit_runner,
         trace: StepTrace | None = None,
+        host_cache_bytes: int = 0,
     ) -> None:
         self.model = model
         self._trace = trace
         self._copies = 0  # KV stream copies queued since the last step
+        self._pending: set[int] = set()  # streams those copies read or write: run only at the next decode
+        self.host_cache = HostCache(host_cache_bytes) if host_cache_bytes > 0 else None
         self._on_death = on_death
         self.prefill_chunk = prefill_chunk
         self.admission = Admission(parallel, queue_size)
@@ -128,6 +132,8 @@ class Engine:
             slot.tokens.clear()
             slot.last_used = 0.0
         self._outbox.clear()
+        if self.host_cache is not None:
+            self.host_cache.clear()
         self.tokens_generated = self.admitted_jobs = self.active_jobs = self.steps = 0
         self.first_token_waits.clear()
         self.queue_wait_s = 0.0
@@ -199,12 +205,27 @@ class Engine:
             self._free_job(job)
             return
         place = self.slots.take(job.prompt, job.n)
-        # always re-evaluate at least the last prompt token so its logits exist
-        keep = min(place.cached, len(job.prompt) - 1)
         target = place.slots[0]
-        if place.copy_from is not None:
-            self._copy(place.copy_from, target.seq_id)
-            target.tokens[:] = self.slots.slots[place.copy_from].tokens[:keep]
+        cached, source = place.cached, place.copy_from
+        host = self.host_cache
+        if host is not None and target.seq_id not in self._pending:
+            entry, hit = host.best(job.prompt)
+            if entry is not None and hit >= cached + COPY_MIN:
+                host.take(entry)  # before saving what the target holds makes room by dropping entries
+            else:
+                entry = None
+            self._save_evicted(host, target, job.prompt)
+            if entry is not None:
+                if self._restore(entry, target):
+                    host.restored += 1
+                    cached, source = hit, None
+                elif source is None:
+                    cached = 0
+        # always re-evaluate at least the last prompt token so its logits exist
+        keep = min(cached, len(job.prompt) - 1)
+        if source is not None:
+            self._copy(source, target.seq_id)
+            target.tokens[:] = self.slots.slots[source].tokens[:keep]
         self.model.seq_clear(target.seq_id, keep)
         del target.tokens[keep:]
         for sibling in place.slots[1:]:  # stale until the first choice's KV is copied in
@@ -235,6 +256,25 @@ class Engine:
     def _copy(self, src: int, dst: int) -> None:
         self.model.seq_copy(src, dst)
         self._copies += 1
+        self._pending.update((src, dst))
+
+    def _save_evicted(self, host: HostCache, slot: Slot, prompt: list[int]) -> None:
+        """Before a new prompt overwrites a slot, keep its cache in host memory if nothing else holds it."""
+        tokens = slot.tokens
+        if common_prefix(tokens, prompt) == len(tokens) or not self.slots.worth_keeping(slot.seq_id):
+            return
+        if host.covers(tokens):
+            return
+        data, size = self.model.seq_save(slot.seq_id)
+        if size:
+            host.put(tokens, data, size)
+
+    def _restore(self, entry: Entry, slot: Slot) -> bool:
+        if self.model.seq_restore(entry.data, entry.size, slot.seq_id):
+            slot.tokens[:] = entry.tokens
+            return True
+        slot.tokens.clear()
+        return False
 
     def _compact(self) -> None:
         """Keep the busy slots consecutive, so each step is one graph (see slots.py)."""
@@ -292,6 +332,8 @@ class Engine:
             }  # fmt: skip
             self._trace.record(began, time.monotonic() - began, counts)
         self._copies = 0
+        if rc == 0:  # the queued stream copies ran (kept pending otherwise, to be safe)
+            self._pending.clear()
         if rc != 0:
             log.error("llama_decode returned %d for a batch of %d tokens", rc, batch.n)
             for seq in {s for s, _ in decoding} | {s for s, _, _ in prefilling}:

@@ -175,6 +175,21 @@ class LlamaModel:
     def seq_copy(self, src: int, dst: int) -> None:
         lc.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
 
+    def seq_save(self, seq_id: int) -> tuple[np.ndarray[Any, np.dtype[np.uint8]], int]:
+        """The KV cells of ``seq_id`` as a host buffer (not zero-filled first), and its size."""
+        size = int(lc.llama_state_seq_get_size(self.ctx, seq_id))
+        buf = np.empty(size, dtype=np.uint8)
+        n = int(lc.llama_state_seq_get_data(self.ctx, buf.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), size, seq_id))
+        return buf, n
+
+    def seq_restore(self, data: np.ndarray[Any, np.dtype[np.uint8]], size: int, seq_id: int) -> bool:
+        """Replace the KV of ``seq_id`` with a ``seq_save`` buffer; False (and ``seq_id`` empty) on failure."""
+        ptr = data.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
+        if int(lc.llama_state_seq_set_data(self.ctx, ptr, size, seq_id)) == 0:
+            self.seq_clear(seq_id)
+            return False
+        return True
+
     def close(self) -> None:
         self._pool.close()
         if self.ctx:

@@ -17,6 +17,7 @@ import orjson
 import psutil
 from aiohttp import web
 
+from slipstream.engine.core.host_cache import HostCache
 from slipstream.engine.core.jobs import ChoiceDelta, Job, JobDone, JobFailed
 from slipstream.engine.deliver.direct_stream import DirectWriter, RawBytes, write_raw
 from slipstream.engine.deliver.responses import completion_id, logprob_items, tool_call_dict
@@ -82,8 +83,15 @@ async def status(request: web.Request) -> web.Response:
             "admitted_requests": engine.admitted_jobs,
             "queue_wait_s_total": round(engine.queue_wait_s, 6),
             "first_token_wait_steps": wait_summary(list(engine.first_token_waits)),
+            "host_cache": host_cache_summary(engine.host_cache),
         }
     )
+
+
+def host_cache_summary(cache: HostCache | None) -> dict[str, int] | None:
+    if cache is None:
+        return None
+    return {"entries": len(cache), "bytes": cache.bytes, "saved": cache.saved, "restored": cache.restored}
 
 
 def wait_summary(waits: list[int]) -> dict[str, int]:
