@@ -15,6 +15,11 @@ def job(n: int = 1) -> Job:
 
 def test_common_prefix() -> None:
     assert common_prefix([1, 2, 3], [1, 2, 4]) == 2 and common_prefix([], [1]) == 0
+    long = list(range(1000))
+    for at in (0, 1, 255, 256, 257, 511, 512, 999):  # at chunk edges and inside chunks
+        other = [*long[:at], -1, *long[at + 1 :]]
+        assert common_prefix(long, other) == at and common_prefix(other, long) == at
+    assert common_prefix(long, long[:700]) == 700 and common_prefix(long[:300], long) == 300
 
 
 def test_runs_counts_graphs_per_step() -> None:

@@ -36,9 +36,15 @@ from slipstream.engine.errors import overloaded
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
+    """Compared a slice at a time in C, then token by token inside the chunk that differs: placement
+    and the host cache compare every prompt with every cache, a thousand tokens each."""
     n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
+    if a[:n] == b[:n]:
+        return n
+    i, chunk = 0, 256
+    while i + chunk <= n and a[i : i + chunk] == b[i : i + chunk]:
+        i += chunk
+    while a[i] == b[i]:  # some token before n differs
         i += 1
     return i
 
