@@ -8,6 +8,7 @@ llama.cpp and may happen on the HTTP thread. ctypes releases the GIL during
 from __future__ import annotations
 
 import ctypes
+import mmap
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,17 +176,20 @@ class LlamaModel:
     def seq_copy(self, src: int, dst: int) -> None:
         lc.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
 
-    def seq_save(self, seq_id: int) -> tuple[np.ndarray[Any, np.dtype[np.uint8]], int]:
-        """The KV cells of ``seq_id`` as a host buffer (not zero-filled first), and its size."""
+    def seq_save(self, seq_id: int) -> tuple[mmap.mmap, int]:
+        """The KV cells of ``seq_id`` in a new host buffer, and the bytes written.
+
+        An anonymous mapping, not a numpy array: numpy asks the kernel for huge pages on large
+        arrays, and where that makes page faults compact memory first, saving 11 MB took 31 ms
+        instead of 7."""
         size = int(lc.llama_state_seq_get_size(self.ctx, seq_id))
-        buf = np.empty(size, dtype=np.uint8)
-        n = int(lc.llama_state_seq_get_data(self.ctx, buf.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), size, seq_id))
+        buf = mmap.mmap(-1, max(size, 1))
+        n = int(lc.llama_state_seq_get_data(self.ctx, _u8_pointer(buf), size, seq_id))
         return buf, n
 
-    def seq_restore(self, data: np.ndarray[Any, np.dtype[np.uint8]], size: int, seq_id: int) -> bool:
+    def seq_restore(self, data: mmap.mmap, size: int, seq_id: int) -> bool:
         """Replace the KV of ``seq_id`` with a ``seq_save`` buffer; False (and ``seq_id`` empty) on failure."""
-        ptr = data.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
-        if int(lc.llama_state_seq_set_data(self.ctx, ptr, size, seq_id)) == 0:
+        if int(lc.llama_state_seq_set_data(self.ctx, _u8_pointer(data), size, seq_id)) == 0:
             self.seq_clear(seq_id)
             return False
         return True
@@ -198,6 +202,11 @@ class LlamaModel:
         if self.model:
             lc.llama_model_free(self.model)
             self.model = None
+
+
+def _u8_pointer(buf: mmap.mmap) -> Any:
+    """A ``uint8_t *`` into ``buf`` (alive as long as ``buf`` is)."""
+    return ctypes.cast(ctypes.addressof(ctypes.c_uint8.from_buffer(buf)), ctypes.POINTER(ctypes.c_uint8))
 
 
 class TokenBatch:
