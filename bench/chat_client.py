@@ -43,18 +43,23 @@ QUESTION_OPENERS = ("How do I", "Can you explain how to", "What happens if I", "
 TOKENS_PER_WORD = 1.2  # rough, for the small models this benchmark runs; the real count is reported
 
 
-def system_prompt(seed: int, app: int, tokens: int) -> str:
-    """Application ``app``'s system prompt, of about ``tokens`` tokens."""
-    rng = random.Random(f"system:{seed}:{app}")
+def prose(rng: random.Random, first: str, tokens: int) -> str:
+    """``first`` and then generated sentences, about ``tokens`` tokens in all."""
     words = max(8, round(tokens / TOKENS_PER_WORD))
-    sentences: list[str] = [f"You are the assistant of application {app}, a service desk."]
-    count = len(sentences[0].split())
+    sentences = [first]
+    count = len(first.split())
     while count < words:
         n = rng.randint(8, 16)
         sentence = " ".join(rng.choice(WORDS) for _ in range(n))
         sentences.append(sentence[0].upper() + sentence[1:] + ".")
         count += n
     return " ".join(sentences)
+
+
+def system_prompt(seed: int, app: int, tokens: int) -> str:
+    """Application ``app``'s system prompt, of about ``tokens`` tokens."""
+    rng = random.Random(f"system:{seed}:{app}")
+    return prose(rng, f"You are the assistant of application {app}, a service desk.", tokens)
 
 
 def question(seed: int, round_index: int, user: int, turn: int) -> str:

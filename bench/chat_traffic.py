@@ -301,46 +301,62 @@ def report(
         for k, t in c["chat"]["per_turn"].items()
     ]
     print_table(["contender", "turn", "ok", "ttft p50", "ttft p99", "cached"], turn_rows, title="Per turn")
-    if ratios:
-        print_table(
-            ["slipstream/llama-server", "median", "per round"],
-            [[k, v["median"], " ".join(f"{x:.3f}" for x in v["per_round"])] for k, v in ratios.items()],
-            title="Per-round ratios (same minutes; quote the median)",
-        )
-    for pair, values in (others or {}).items():
+    print_ratio_tables({"slipstream/llama-server": ratios, **(others or {})})
+
+
+def print_ratio_tables(tables: dict[str, dict[str, Any]]) -> None:
+    """Per-round ratio tables, one per pair ("num/den" -> metric -> {median, per_round})."""
+    first = True
+    for pair, values in tables.items():
+        if not values:
+            continue
         print_table(
             [pair, "median", "per round"],
             [[k, v["median"], " ".join(f"{x:.3f}" for x in v["per_round"])] for k, v in values.items()],
+            title="Per-round ratios (same minutes; quote the median)" if first else None,
         )
+        first = False
+
+
+def run_contenders(args: argparse.Namespace, measure: Any, prefix: str) -> dict[str, Any]:
+    """Start ``args.names`` on one shared temporary directory, run ``measure(args, contenders)``, stop them."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        settings = Settings(args.gguf, args.threads, args.parallel, args.ctx, Path(tmp), args.kv_type)
+        contenders = [CONTENDERS[name](name, settings) for name in args.names]
+        try:
+            return _run(measure(args, contenders))  # type: ignore[no-any-return]
+        finally:
+            for c in contenders:
+                c.stop()
+
+
+def save(
+    name: str, benchmark: str, args: argparse.Namespace, started: tuple[str, float], fields: dict[str, Any]
+) -> None:
+    """Write the run's JSON (``started``: UTC stamp and perf_counter at the start)."""
+    stamp, t0 = started
+    options = {k: v for k, v in vars(args).items() if k not in ("systems", "names")}
+    data = {
+        "benchmark": benchmark, "timestamp": stamp, "machine": machine_info(),
+        "options": {**options, "gguf": str(args.gguf), "contenders": args.names},
+        "duration_s": round(time.perf_counter() - t0, 1), **fields,
+    }  # fmt: skip
+    stamped, latest = write_results(name, data)
+    print(f"wrote {stamped} and {latest.name}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     install_sigterm_handler()
-    stamp = utc_stamp()
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="slipstream-bench-chat-") as tmp:
-        settings = Settings(args.gguf, args.threads, args.parallel, args.ctx, Path(tmp), args.kv_type)
-        contenders = [CONTENDERS[name](name, settings) for name in args.names]
-        try:
-            results = _run(measure(args, contenders))
-        finally:
-            for c in contenders:
-                c.stop()
+    started = utc_stamp(), time.perf_counter()
+    results = run_contenders(args, measure, "slipstream-bench-chat-")
     ratios = round_ratios(results)
     others = {f"{num}/{den}": r for num, den in PAIRS[1:] if (r := round_ratios(results, (num, den)))}
     report(args, results, ratios, others)
-    if args.no_json:
-        return 0
-    options = {k: v for k, v in vars(args).items() if k not in ("systems", "names")}
-    data = {
-        "benchmark": "engine-chat", "timestamp": stamp, "machine": machine_info(),
-        "options": {**options, "gguf": str(args.gguf), "contenders": args.names},
-        "duration_s": round(time.perf_counter() - started, 1), "contenders": list(results.values()),
-        "per_round_ratios": ratios, **({"other_per_round_ratios": others} if others else {}),
-    }  # fmt: skip
-    stamped, latest = write_results(f"engine-chat-{args.preset or 'custom'}", data)
-    print(f"wrote {stamped} and {latest.name}")
+    if not args.no_json:
+        fields = {"contenders": list(results.values()), "per_round_ratios": ratios,
+                  **({"other_per_round_ratios": others} if others else {})}  # fmt: skip
+        save(f"engine-chat-{args.preset or 'custom'}", "engine-chat", args, started, fields)
     return 0
 
 

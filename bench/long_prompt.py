@@ -40,7 +40,6 @@ import argparse
 import asyncio
 import random
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from itertools import pairwise
@@ -49,11 +48,11 @@ from typing import Any
 
 import aiohttp
 
-from benchlib import install_sigterm_handler, machine_info, percentile, print_table, ratio, utc_stamp, write_results
-from chat_client import TOKENS_PER_WORD, WORDS, Turn, chat_turn, question
-from chat_traffic import _run, alive, ms, start
+from benchlib import install_sigterm_handler, percentile, print_table, ratio, utc_stamp
+from chat_client import Turn, chat_turn, prose, question
+from chat_traffic import alive, ms, print_ratio_tables, run_contenders, save, start
 from engine_client import Target
-from engine_contenders import CONTENDERS, Contender, Settings
+from engine_contenders import CONTENDERS, Contender
 from engine_rounds import rotated
 
 NAME = "engine-long-prompt"
@@ -102,15 +101,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def long_document(seed: int, round_index: int, tokens: int) -> str:
     """A text of about ``tokens`` tokens, different for every round, and a request to summarise it."""
     rng = random.Random(f"long:{seed}:{round_index}")
-    words = max(8, round(tokens / TOKENS_PER_WORD))
-    sentences = [f"Report {rng.randrange(10**9)} from the archive of round {round_index}."]
-    count = len(sentences[0].split())
-    while count < words:
-        n = rng.randint(8, 16)
-        sentence = " ".join(rng.choice(WORDS) for _ in range(n))
-        sentences.append(sentence[0].upper() + sentence[1:] + ".")
-        count += n
-    return " ".join(sentences) + "\n\nSummarise the report above in one sentence."
+    report = prose(rng, f"Report {rng.randrange(10**9)} from the archive of round {round_index}.", tokens)
+    return report + "\n\nSummarise the report above in one sentence."
 
 
 def decode_prompt(seed: int, round_index: int, stream: int) -> str:
@@ -305,40 +297,18 @@ def report(args: argparse.Namespace, results: dict[str, Any], ratios: dict[str, 
         "Times in ms; long ttft: median over rounds; itl: the streams' gaps over all rounds, win: those overlapping "
         "the long prompt's prefill; alive: fewest streams still decoding when it ended; tok/s: decode, median",
     )  # fmt: skip
-    for pair, values in ratios.items():
-        print_table(
-            [pair, "median", "per round"],
-            [[k, v["median"], " ".join(f"{x:.3f}" for x in v["per_round"])] for k, v in values.items()],
-            title="Per-round ratios (same minutes; quote the median)" if pair == next(iter(ratios)) else None,
-        )
+    print_ratio_tables(ratios)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     install_sigterm_handler()
-    stamp = utc_stamp()
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="slipstream-bench-long-") as tmp:
-        settings = Settings(args.gguf, args.threads, args.parallel, args.ctx, Path(tmp), args.kv_type)
-        contenders = [CONTENDERS[name](name, settings) for name in args.names]
-        try:
-            results = _run(measure(args, contenders))
-        finally:
-            for c in contenders:
-                c.stop()
+    started = utc_stamp(), time.perf_counter()
+    results = run_contenders(args, measure, "slipstream-bench-long-")
     ratios = {f"{num}/{den}": r for num, den in PAIRS if (r := round_ratios(results, (num, den)))}
     report(args, results, ratios)
-    if args.no_json:
-        return 0
-    options = {k: v for k, v in vars(args).items() if k != "names"}
-    data = {
-        "benchmark": NAME, "timestamp": stamp, "machine": machine_info(),
-        "options": {**options, "gguf": str(args.gguf), "contenders": args.names},
-        "duration_s": round(time.perf_counter() - started, 1), "contenders": list(results.values()),
-        "per_round_ratios": ratios,
-    }  # fmt: skip
-    stamped, latest = write_results(NAME, data)
-    print(f"wrote {stamped} and {latest.name}")
+    if not args.no_json:
+        save(NAME, NAME, args, started, {"contenders": list(results.values()), "per_round_ratios": ratios})
     return 0
 
 
