@@ -29,6 +29,7 @@ class KVModel:
         self.kv: dict[int, list[int]] = {i: [] for i in range(parallel + 1)}
         self.batches: list[set[int]] = []  # the sequence ids of each decode
         self.saves = 0
+        self.fail_restores = False
 
     def decode(self, batch: Any) -> int:
         ids = set()
@@ -52,6 +53,9 @@ class KVModel:
 
     def seq_restore(self, data: list[int], size: int, seq_id: int) -> bool:
         assert size == 100 * len(data)
+        if self.fail_restores:  # as llama.cpp does on failure: the sequence is left empty
+            self.kv[seq_id] = []
+            return False
         self.kv[seq_id] = list(data)
         return True
 
@@ -194,6 +198,17 @@ def test_chats_pushed_out_of_the_slots_come_back_from_host_memory() -> None:
         d.finish([again])
         assert again.cached_tokens == len(first[u]) + 2, f"chat {u}'s history was prefilled again"
     assert host.restored == 3
+
+
+def test_a_failed_restore_prefills_from_scratch_and_bills_nothing_as_cached() -> None:
+    d = Driver(parallel=1, host_cache_bytes=100_000)
+    a, b = tokens(100, 40), tokens(200, 40)
+    for prompt in (a, b):  # b pushes a out of the only slot, into host memory
+        d.finish([d.submit(prompt, [5, 5])])
+    d.model.fail_restores = True
+    again = d.submit([*a, 5, 6], [9, 9])
+    d.finish([again])  # the driver checks that the slot's bookkeeping matches its KV after every turn
+    assert again.cached_tokens == 0 and isinstance(d.ended[again], JobDone)
 
 
 def test_the_host_cache_keeps_the_newest_within_its_budget_and_no_duplicates() -> None:

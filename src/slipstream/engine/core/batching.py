@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from slipstream.engine.core.host_cache import Entry, HostCache
+from slipstream.engine.core.host_cache import HostCache
 from slipstream.engine.core.jobs import ChoiceDelta, Event, Job, JobDone, JobFailed, SeqState, Sequence
 from slipstream.engine.core.llama_backend import LlamaModel, TokenBatch
 from slipstream.engine.core.sampling import logprobs_at
@@ -207,20 +207,8 @@ class Engine:
         place = self.slots.take(job.prompt, job.n)
         target = place.slots[0]
         cached, source = place.cached, place.copy_from
-        host = self.host_cache
-        if host is not None and target.seq_id not in self._pending:
-            entry, hit = host.best(job.prompt)
-            if entry is not None and hit >= cached + COPY_MIN:
-                host.take(entry)  # before saving what the target holds makes room by dropping entries
-            else:
-                entry = None
-            self._save_evicted(host, target, job.prompt)
-            if entry is not None:
-                if self._restore(entry, target):
-                    host.restored += 1
-                    cached, source = hit, None
-                elif source is None:
-                    cached = 0
+        if self.host_cache is not None and target.seq_id not in self._pending:
+            cached, source = self._through_host_cache(self.host_cache, target, job.prompt, cached, source)
         # always re-evaluate at least the last prompt token so its logits exist
         keep = min(cached, len(job.prompt) - 1)
         if source is not None:
@@ -258,6 +246,26 @@ class Engine:
         self._copies += 1
         self._pending.update((src, dst))
 
+    def _through_host_cache(
+        self, host: HostCache, target: Slot, prompt: list[int], cached: int, source: int | None
+    ) -> tuple[int, int | None]:
+        """Save what ``target`` would lose, restore the prompt's conversation if host memory holds
+        more of it than any slot; returns the new (cached, copy source)."""
+        entry, hit = host.best(prompt)
+        if entry is not None and hit >= cached + COPY_MIN:
+            host.take(entry)  # first: saving the target's cache may drop entries to make room
+        else:
+            entry = None
+        self._save_evicted(host, target, prompt)
+        if entry is None:
+            return cached, source
+        if self.model.seq_restore(entry.data, entry.size, target.seq_id):
+            target.tokens[:] = entry.tokens
+            host.restored += 1
+            return hit, None
+        target.tokens.clear()  # the restore failed and left the slot empty
+        return (cached, source) if source is not None else (0, None)
+
     def _save_evicted(self, host: HostCache, slot: Slot, prompt: list[int]) -> None:
         """Before a new prompt overwrites a slot, keep its cache in host memory if nothing else holds it."""
         tokens = slot.tokens
@@ -268,13 +276,6 @@ class Engine:
         data, size = self.model.seq_save(slot.seq_id)
         if size:
             host.put(tokens, data, size)
-
-    def _restore(self, entry: Entry, slot: Slot) -> bool:
-        if self.model.seq_restore(entry.data, entry.size, slot.seq_id):
-            slot.tokens[:] = entry.tokens
-            return True
-        slot.tokens.clear()
-        return False
 
     def _compact(self) -> None:
         """Keep the busy slots consecutive, so each step is one graph (see slots.py)."""
