@@ -51,8 +51,9 @@ import asyncio
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -220,46 +221,69 @@ def alive(contender: Contender, out: dict[str, Any]) -> bool:
     return "died" not in out
 
 
-async def measure(args: argparse.Namespace, contenders: list[Contender]) -> dict[str, Any]:
+R = TypeVar("R")
+
+
+async def interleaved(
+    args: argparse.Namespace,
+    contenders: list[Contender],
+    connections: int,
+    warm_up: Callable[[aiohttp.ClientSession, Target], Awaitable[list[Turn]]],
+    run_round: Callable[[aiohttp.ClientSession, Target, int], Awaitable[R]],
+    describe: Callable[[R], str],
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[R]]]:
+    """Start each contender and warm it up, then ``args.rounds`` rounds in which every live one runs
+    ``run_round`` once, in an order rotated each round; returns per-contender records and results."""
     outs: dict[str, dict[str, Any]] = {c.name: {"name": c.name} for c in contenders}
     live: list[tuple[Contender, Target, aiohttp.ClientSession]] = []
-    rounds: dict[str, list[tuple[list[Turn], float]]] = {}
+    rounds: dict[str, list[R]] = {}
     timeout = aiohttp.ClientTimeout(total=args.request_timeout)
     try:
         for c in contenders:
             if (target := await start(args, c, outs[c.name])) is None:
                 continue
             # keepalive under llama-server's 5 s, as engine.py
-            connector = aiohttp.TCPConnector(limit=args.users + 2, keepalive_timeout=3)
+            connector = aiohttp.TCPConnector(limit=connections, keepalive_timeout=3)
             session = aiohttp.ClientSession(connector=connector, timeout=timeout)
             live.append((c, target, session))
-            warm = [
-                await chat_turn(session, target, [{"role": "system", "content": s}, {"role": "user", "content": "Hi"}],
-                                args.max_tokens, args.seed, (-1, a, 0))
-                for a, s in enumerate(args.systems)
-            ]  # fmt: skip
-            for w in range(args.warmup_rounds):  # steady state: slots hold what this traffic leaves there
-                warm += (await workload(args, session, target, -1 - w))[0]
-            outs[c.name]["warmup_failed"] = [t.error for t in warm if not t.ok]
+            outs[c.name]["warmup_failed"] = [t.error for t in await warm_up(session, target) if not t.ok]
             c.after_warmup()
         for r in range(args.rounds):
             for c, target, session in rotated(live, r):
                 if not alive(c, outs[c.name]):
                     continue
-                turns, wall = await workload(args, session, target, r)
-                rounds.setdefault(c.name, []).append((turns, wall))
-                m = metrics(turns, wall)
-                print(
-                    f"... round {r + 1}/{args.rounds} {c.name}: wall {wall:.2f} s, TTFT p50 {m['median_ttft_ms']} ms"
-                    f" p99 {m['p99_ttft_ms']} ms, cached {m['cached_fraction']}, failed {m['failed']}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                result = await run_round(session, target, r)
+                rounds.setdefault(c.name, []).append(result)
+                print(f"... round {r + 1}/{args.rounds} {c.name}: {describe(result)}", file=sys.stderr, flush=True)
     finally:
         for _, _, session in live:
             await session.close()
     for c, _, _ in live:
         alive(c, outs[c.name])
+    return outs, rounds
+
+
+async def measure(args: argparse.Namespace, contenders: list[Contender]) -> dict[str, Any]:
+    async def warm_up(session: aiohttp.ClientSession, target: Target) -> list[Turn]:
+        warm = [
+            await chat_turn(session, target, [{"role": "system", "content": s}, {"role": "user", "content": "Hi"}],
+                            args.max_tokens, args.seed, (-1, a, 0))
+            for a, s in enumerate(args.systems)
+        ]  # fmt: skip
+        for w in range(args.warmup_rounds):  # steady state: slots hold what this traffic leaves there
+            warm += (await workload(args, session, target, -1 - w))[0]
+        return warm
+
+    def describe(result: tuple[list[Turn], float]) -> str:
+        turns, wall = result
+        m = metrics(turns, wall)
+        return (f"wall {wall:.2f} s, TTFT p50 {m['median_ttft_ms']} ms p99 {m['p99_ttft_ms']} ms, "
+                f"cached {m['cached_fraction']}, failed {m['failed']}")  # fmt: skip
+
+    async def run_round(session: aiohttp.ClientSession, target: Target, r: int) -> tuple[list[Turn], float]:
+        return await workload(args, session, target, r)
+
+    outs, rounds = await interleaved(args, contenders, args.users + 2, warm_up, run_round, describe)
     for name, rs in rounds.items():
         outs[name]["chat"] = aggregate(args, rs)
     return outs

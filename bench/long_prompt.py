@@ -50,10 +50,9 @@ import aiohttp
 
 from benchlib import install_sigterm_handler, percentile, print_table, ratio, utc_stamp
 from chat_client import Turn, chat_turn, prose, question
-from chat_traffic import alive, ms, print_ratio_tables, run_contenders, save, start
+from chat_traffic import interleaved, ms, print_ratio_tables, run_contenders, save
 from engine_client import Target
 from engine_contenders import CONTENDERS, Contender
-from engine_rounds import rotated
 
 NAME = "engine-long-prompt"
 PAIRS = (("slipstream", "llama-server"), ("slipstream", "llama-cpp-python"))  # num/den, round by round
@@ -230,45 +229,25 @@ def round_ratios(results: dict[str, Any], pair: tuple[str, str]) -> dict[str, An
 
 
 async def measure(args: argparse.Namespace, contenders: list[Contender]) -> dict[str, Any]:
-    outs: dict[str, dict[str, Any]] = {c.name: {"name": c.name} for c in contenders}
-    live: list[tuple[Contender, Target, aiohttp.ClientSession]] = []
-    rounds: dict[str, list[RoundResult]] = {}
-    timeout = aiohttp.ClientTimeout(total=args.request_timeout)
-    try:
-        for c in contenders:
-            if (target := await start(args, c, outs[c.name])) is None:
-                continue
-            # keepalive under llama-server's 5 s, as engine.py
-            connector = aiohttp.TCPConnector(limit=args.streams + 3, keepalive_timeout=3)
-            session = aiohttp.ClientSession(connector=connector, timeout=timeout)
-            live.append((c, target, session))
-            hello = [{"role": "user", "content": "Hi"}]
-            warm = [await chat_turn(session, target, hello, 4, args.seed, (0, 0, 0), target.extra_body)]
-            for w in range(args.warmup_rounds):  # other texts: negative round indices
-                warm_round = await one_round(args, session, target, -1 - w)
-                warm += [*warm_round.decoders, warm_round.long]
-            outs[c.name]["warmup_failed"] = [t.error for t in warm if not t.ok]
-            c.after_warmup()
-        for r in range(args.rounds):
-            for c, target, session in rotated(live, r):
-                if not alive(c, outs[c.name]):
-                    continue
-                result = await one_round(args, session, target, r)
-                rounds.setdefault(c.name, []).append(result)
-                m = round_metrics(result)
-                print(
-                    f"... round {r + 1}/{args.rounds} {c.name}: long TTFT {m['long_ttft_ms']} ms"
-                    f" ({m['long_prompt_tokens']} tokens, {m['long_cached_tokens']} cached), ITL p50/p99"
-                    f" {m['median_itl_ms']}/{m['p99_itl_ms']} ms, in window {m['median_window_itl_ms']}/"
-                    f"{m['p99_window_itl_ms']} ms, failed {m['decoders_failed'] + (not m['long_ok'])}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-    finally:
-        for _, _, session in live:
-            await session.close()
-    for c, _, _ in live:
-        alive(c, outs[c.name])
+    async def warm_up(session: aiohttp.ClientSession, target: Target) -> list[Turn]:
+        hello = [{"role": "user", "content": "Hi"}]
+        warm = [await chat_turn(session, target, hello, 4, args.seed, (0, 0, 0), target.extra_body)]
+        for w in range(args.warmup_rounds):  # other texts: negative round indices
+            warm_round = await one_round(args, session, target, -1 - w)
+            warm += [*warm_round.decoders, warm_round.long]
+        return warm
+
+    def describe(result: RoundResult) -> str:
+        m = round_metrics(result)
+        return (f"long TTFT {m['long_ttft_ms']} ms ({m['long_prompt_tokens']} tokens, {m['long_cached_tokens']} "
+                f"cached), ITL p50/p99 {m['median_itl_ms']}/{m['p99_itl_ms']} ms, in window "
+                f"{m['median_window_itl_ms']}/{m['p99_window_itl_ms']} ms, "
+                f"failed {m['decoders_failed'] + (not m['long_ok'])}")  # fmt: skip
+
+    async def run_round(session: aiohttp.ClientSession, target: Target, r: int) -> RoundResult:
+        return await one_round(args, session, target, r)
+
+    outs, rounds = await interleaved(args, contenders, args.streams + 3, warm_up, run_round, describe)
     for name, rs in rounds.items():
         outs[name]["long_prompt"] = aggregate(rs)
     return outs
