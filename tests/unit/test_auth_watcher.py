@@ -126,6 +126,35 @@ async def test_without_a_good_poll_the_cache_expires_after_stale_after(db: Datab
     assert admin.verify(token)
 
 
+async def test_a_request_that_finds_the_trust_lapsed_reads_the_database_itself(db: Database) -> None:
+    """A late poll (a busy event loop) must not turn a reachable database into 503s for the admin."""
+    admin, token = await AdminAuth.ensure(db, SECRET)
+    assert token is not None
+    here = Replica(db, admin, stale_after=0.2)
+    await here.watcher.poll()
+    await asyncio.sleep(0.25)  # no poll loop runs: the trust lapses
+    assert admin.lapsed
+    await here.watcher.refresh()
+    assert not admin.lapsed and admin.verify(token)
+
+
+async def test_a_refresh_against_an_unreachable_database_keeps_refusing(db: Database) -> None:
+    admin, token = await AdminAuth.ensure(db, SECRET)
+    assert token is not None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    gone = await Database.open(f"postgresql://nobody@127.0.0.1:{port}/nothing", migrate=False)
+    try:
+        watcher = AuthWatcher(gone, KeyService(gone, SECRET), admin, interval=0.1, stale_after=0.2)
+        admin.trust_until(0.0)
+        await watcher.refresh()
+        with pytest.raises(AuthUnavailable):
+            admin.verify(token)
+    finally:
+        await gone.aclose()
+
+
 async def test_the_poll_loop_runs_and_stops(db: Database) -> None:
     admin, _ = await AdminAuth.ensure(db, SECRET)
     here = Replica(db, admin, stale_after=0.25)

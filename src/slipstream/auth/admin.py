@@ -93,10 +93,15 @@ class AdminAuth:
             await bump_auth_version(conn)
         return cls(digest, server_secret), token
 
+    @property
+    def lapsed(self) -> bool:
+        """Whether the digest has gone unconfirmed for longer than the watcher allows."""
+        return time.monotonic() >= self._trusted_until
+
     def verify(self, token: str) -> bool:
         if not keys.is_admin_token(token):
             return False
-        if time.monotonic() >= self._trusted_until:
+        if self.lapsed:
             raise AuthUnavailable(
                 "The database cannot be reached, so the admin token cannot be checked; retry shortly.",
                 retry_after=1,

@@ -85,6 +85,15 @@ class AuthWatcher:
         self._keys.trust_cache_until(deadline)
         self._admin.trust_until(deadline)
 
+    async def refresh(self) -> None:
+        """One read now, for a request that found the trust lapsed: on a busy machine the poll loop
+        can fall behind ``stale_after`` while the database is fine (seen as 503s for the admin token
+        under load). A failed read leaves the trust lapsed."""
+        try:
+            await self.poll()
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            log.debug("auth refresh failed: %s", type(exc).__name__)
+
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)

@@ -75,7 +75,7 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
         if services.settings.metrics_require_admin:
-            require_admin(request, services)
+            await require_admin(request, services)
         services.metrics.set_runners(await services.supervisor.status())
         return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

@@ -23,9 +23,11 @@ def bearer_token(request: Request) -> str:
     return token
 
 
-def require_admin(request: Request, services: Services) -> None:
+async def require_admin(request: Request, services: Services) -> None:
     """The control plane takes the admin token only; a model access key is named as such."""
     token = bearer_token(request)
+    if services.admin.lapsed and services.auth_watcher is not None:
+        await services.auth_watcher.refresh()  # the database may be fine and the poll merely late
     if services.admin.verify(token):
         return
     if looks_valid(token):

@@ -16,7 +16,7 @@ def build_runner_router(services: Services) -> APIRouter:
 
     @router.get("/runners")
     async def list_runners(request: Request) -> Response:
-        require_admin(request, services)
+        await require_admin(request, services)
         rows = await services.supervisor.status()
         return json_response({"runners": rows, "links": {}, "meta": {"total": len(rows)}})
 
