@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import openai
 import pytest
 from openai import OpenAI
@@ -154,3 +156,40 @@ def test_next_turn_reuses_the_prompt_cache_and_bills_cached_tokens_cheaper(
     # catalog prices per 1M tokens: input 0.65, cached input 0.30, output 1.30 (picodollars = tokens * price * 1e6)
     expected = (row["prompt_tokens"] - cached) * 650_000 + cached * 300_000 + row["completion_tokens"] * 1_300_000
     assert row["cost_picousd"] == expected
+
+
+def test_concurrent_chats_on_one_system_prompt_are_billed_for_what_came_from_cache(
+    client: OpenAI, live_server: LiveServer
+) -> None:
+    """After the first request, every turn of four concurrent chats finds the shared system prompt
+    cached, says so in its usage, and its usage row bills those tokens at the cached price."""
+    system = {"role": "system", "content": "You are the help desk of a city library. Answer briefly. " * 6}
+    first = client.chat.completions.create(
+        model=LOCAL, messages=[system, {"role": "user", "content": "Hi"}], max_tokens=1, temperature=0
+    )
+    assert first.usage is not None
+    shared = first.usage.prompt_tokens - 8  # all but the "Hi" turn and the assistant header
+
+    def chat(user: int) -> list[tuple[str, int]]:
+        messages = [system]
+        out = []
+        for turn in range(2):
+            messages.append({"role": "user", "content": f"Reader {user} asks, question {turn}: can I renew a book?"})
+            raw = client.chat.completions.with_raw_response.create(
+                model=LOCAL, messages=messages, max_tokens=8, temperature=0
+            )
+            reply = raw.parse()
+            assert reply.usage is not None and reply.usage.prompt_tokens_details is not None
+            out.append((raw.headers["x-request-id"], reply.usage.prompt_tokens_details.cached_tokens or 0))
+            messages.append({"role": "assistant", "content": reply.choices[0].message.content or ""})
+        return out
+
+    with ThreadPoolExecutor(4) as pool:
+        turns = [t for chat_turns in pool.map(chat, range(4)) for t in chat_turns]
+    assert len(turns) == 8
+    for request_id, cached in turns:
+        assert cached >= shared
+        row = live_server.wait_usage(request_id)
+        assert row["status"] == "ok" and row["cached_tokens"] == cached
+        expected = (row["prompt_tokens"] - cached) * 650_000 + cached * 300_000 + row["completion_tokens"] * 1_300_000
+        assert row["cost_picousd"] == expected
