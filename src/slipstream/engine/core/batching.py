@@ -26,9 +26,10 @@ from typing import Any, TypeVar
 
 from slipstream.engine.core.host_cache import HostCache
 from slipstream.engine.core.jobs import ChoiceDelta, Event, Job, JobDone, JobFailed, SeqState, Sequence
+from slipstream.engine.core.kv_moves import KVMoves
 from slipstream.engine.core.llama_backend import LlamaModel, TokenBatch
 from slipstream.engine.core.sampling import logprobs_at
-from slipstream.engine.core.slots import COPY_MIN, Admission, Slot, SlotTable, common_prefix, runs
+from slipstream.engine.core.slots import Admission, SlotTable, runs
 from slipstream.engine.core.step_trace import StepTrace
 
 log = logging.getLogger("slipstream.engine")
@@ -59,13 +60,11 @@ class Engine:
     ) -> None:
         self.model = model
         self._trace = trace
-        self._copies = 0  # KV stream copies queued since the last step
-        self._pending: set[int] = set()  # streams those copies read or write: run only at the next decode
-        self.host_cache = HostCache(host_cache_bytes) if host_cache_bytes > 0 else None
         self._on_death = on_death
         self.prefill_chunk = prefill_chunk
         self.admission = Admission(parallel, queue_size)
         self.slots = SlotTable(parallel)
+        self.kv = KVMoves(model, self.slots, host_cache_bytes)
         self._batch = TokenBatch(model.config.batch_size)
         self._deliver = deliver
         self._active: list[Sequence] = []  # on a slot, in slot order
@@ -140,6 +139,10 @@ class Engine:
         self.last_active_at = self.loaded_at
 
     @property
+    def host_cache(self) -> HostCache | None:
+        return self.kv.host_cache
+
+    @property
     def queued(self) -> int:
         return self.admission.queued
 
@@ -204,23 +207,9 @@ class Engine:
         if job.cancelled:
             self._free_job(job)
             return
-        place = self.slots.take(job.prompt, job.n)
-        target = place.slots[0]
-        cached, source = place.cached, place.copy_from
-        if self.host_cache is not None and target.seq_id not in self._pending:
-            cached, source = self._through_host_cache(self.host_cache, target, job.prompt, cached, source)
-        # always re-evaluate at least the last prompt token so its logits exist
-        keep = min(cached, len(job.prompt) - 1)
-        if source is not None:
-            self._copy(source, target.seq_id)
-            target.tokens[:] = self.slots.slots[source].tokens[:keep]
-        self.model.seq_clear(target.seq_id, keep)
-        del target.tokens[keep:]
-        for sibling in place.slots[1:]:  # stale until the first choice's KV is copied in
-            self.model.seq_clear(sibling.seq_id)
-            sibling.tokens.clear()
+        slots, keep = self.kv.place(job.prompt, job.n)
         first = job.seqs[0]
-        for seq, slot in zip(job.seqs, place.slots, strict=True):
+        for seq, slot in zip(job.seqs, slots, strict=True):
             seq.slot = slot.seq_id
         first.n_past = keep
         first.state = SeqState.PREFILL
@@ -241,62 +230,9 @@ class Engine:
             self.slots.slots[seq.slot].tokens.clear()
             self._end(seq, notify=False)
 
-    def _copy(self, src: int, dst: int) -> None:
-        self.model.seq_copy(src, dst)
-        self._copies += 1
-        self._pending.update((src, dst))
-
-    def _through_host_cache(
-        self, host: HostCache, target: Slot, prompt: list[int], cached: int, source: int | None
-    ) -> tuple[int, int | None]:
-        """Save what ``target`` would lose, restore the prompt's conversation if host memory holds
-        more of it than any slot; returns the new (cached, copy source)."""
-        entry, hit = host.best(prompt)
-        if entry is not None and hit >= cached + COPY_MIN:
-            host.take(entry)  # first: saving the target's cache may drop entries to make room
-        else:
-            entry = None
-        self._save_evicted(host, target, prompt)
-        if entry is None:
-            return cached, source
-        if self.model.seq_restore(entry.data, entry.size, target.seq_id):
-            target.tokens[:] = entry.tokens
-            host.restored += 1
-            return hit, None
-        target.tokens.clear()  # the restore failed and left the slot empty
-        return (cached, source) if source is not None else (0, None)
-
-    def _save_evicted(self, host: HostCache, slot: Slot, prompt: list[int]) -> None:
-        """Before a new prompt overwrites a slot, keep its cache in host memory if nothing else holds it."""
-        tokens = slot.tokens
-        if common_prefix(tokens, prompt) == len(tokens) or not self.slots.worth_keeping(slot.seq_id):
-            return
-        if host.covers(tokens):
-            return
-        data, size = self.model.seq_save(slot.seq_id)
-        if size:
-            host.put(tokens, data, size)
-
     def _compact(self) -> None:
-        """Keep the busy slots consecutive, so each step is one graph (see slots.py)."""
-        moves = self.slots.compaction_moves()
-        if not moves:
-            return
-        by_slot = {seq.slot: seq for seq in self._active}
-        for move in moves:
-            seq = by_slot[move.src]
-            has_kv = seq.state is not SeqState.FOLLOW  # a FOLLOW sibling has no KV yet: only its reservation moves
-            if move.swap and has_kv:  # stream copies run in order at the next decode
-                self._copy(move.dst, self.model.spare_seq)
-                self._copy(move.src, move.dst)
-                self._copy(self.model.spare_seq, move.src)
-            elif move.swap:
-                self._copy(move.dst, move.src)
-            elif has_kv:
-                self._copy(move.src, move.dst)
-            self.slots.move(move)
-            seq.slot = move.dst
-        self._active.sort(key=lambda s: s.slot)
+        if self.kv.compact(self._active):
+            self._active.sort(key=lambda s: s.slot)
 
     def _step(self) -> None:
         batch = self._batch
@@ -328,13 +264,11 @@ class Engine:
         if self._trace is not None:
             counts = {
                 "decode": len(decoding), "prefill_tokens": sum(n for _, n, _ in prefilling),
-                "prefill_seqs": len(prefilling), "copies": self._copies,
+                "prefill_seqs": len(prefilling), "copies": self.kv.copies,
                 "graphs": runs({s.slot for s, _ in decoding} | {s.slot for s, _, _ in prefilling}),
             }  # fmt: skip
             self._trace.record(began, time.monotonic() - began, counts)
-        self._copies = 0
-        if rc == 0:  # the queued stream copies ran (kept pending otherwise, to be safe)
-            self._pending.clear()
+        self.kv.decoded(rc == 0)
         if rc != 0:
             log.error("llama_decode returned %d for a batch of %d tokens", rc, batch.n)
             for seq in {s for s, _ in decoding} | {s for s, _, _ in prefilling}:
@@ -360,7 +294,7 @@ class Engine:
         for seq in first.job.seqs[1:]:
             if seq.state is not SeqState.FOLLOW:
                 continue
-            self._copy(first.slot, seq.slot)
+            self.kv.copy(first.slot, seq.slot)
             self.slots.slots[seq.slot].tokens[:] = tokens
             seq.n_past = first.n_past
             seq.state = SeqState.DECODE
